@@ -1,0 +1,1 @@
+"""Data: label vocabulary, synthetic generator, TOP source validation, splits, Grain pipeline, EDA."""

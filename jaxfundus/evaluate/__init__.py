@@ -1,0 +1,1 @@
+"""Metrics, thresholds, report and prediction."""

@@ -1,0 +1,1 @@
+"""Flax NNX models and the name -> constructor registry."""
