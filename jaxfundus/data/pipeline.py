@@ -1,0 +1,178 @@
+"""Grain input pipeline over a random-access record source (the TFDS array_record data source).
+
+Records are dicts with `image` uint8[S,S,3] (already letterboxed square by the builder). The
+pipeline resizes to the model's size, augments (train only), normalises, and batches. Order and
+augmentation are pure functions of (seed, epoch, position), so a restored iterator state
+continues exactly where a run stopped, with any number of worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import cv2
+import grain
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+NORMALIZATIONS = ("imagenet", "tanh")
+
+
+def normalize(images: np.ndarray, normalization: str) -> np.ndarray:
+    """uint8[..., 3] -> float32: ImageNet mean/std ("imagenet") or [-1, 1] ("tanh" models)."""
+    x = images.astype(np.float32) / 255.0
+    if normalization == "imagenet":
+        return (x - IMAGENET_MEAN) / IMAGENET_STD
+    if normalization == "tanh":
+        return x * 2.0 - 1.0
+    raise ValueError(f"normalization '{normalization}' is not one of {NORMALIZATIONS}")
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Square uint8[S,S,3] -> uint8[size,size,3] (area filter when shrinking)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Horizontal flip, rotation within +-10 degrees, brightness/contrast within +-10%."""
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    size = image.shape[0]
+    angle = rng.uniform(-10.0, 10.0)
+    matrix = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, 1.0)
+    image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size),
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    contrast = rng.uniform(0.9, 1.1)
+    brightness = rng.uniform(-0.1, 0.1) * 255.0
+    mean = image.mean()
+    out = (image.astype(np.float32) - mean) * contrast + mean + brightness
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+class _Example(grain.transforms.Map):
+    """Position in the (local) stream -> one prepared example. Picklable for worker processes."""
+
+    def __init__(self, source, indices, targets, *, image_size, normalization, augment_seed,
+                 order):
+        self._source = source
+        self._indices = np.asarray(indices)
+        self._targets = np.asarray(targets)
+        self._image_size = image_size
+        self._normalization = normalization
+        self._augment_seed = augment_seed
+        self._order = order
+
+    def map(self, position: int) -> dict[str, np.ndarray]:
+        row, key = self._order(position)
+        record = self._source[int(self._indices[row])]
+        image = resize(np.asarray(record["image"]), self._image_size)
+        if self._augment_seed is not None:
+            image = augment(image, np.random.default_rng([self._augment_seed, *key]))
+        return {
+            "image": normalize(image, self._normalization),
+            "target": self._targets[row],
+            "row": np.int64(row),
+            "mask": np.bool_(key[-1] >= 0),
+        }
+
+
+class _TrainOrder:
+    """Local position -> (row, key): a fresh permutation each epoch; each process its batch slice."""
+
+    def __init__(self, n_rows, steps_per_epoch, global_batch, process_index, process_count, seed):
+        self._n_rows = n_rows
+        self._steps_per_epoch = steps_per_epoch
+        self._global_batch = global_batch
+        self._local_batch = global_batch // process_count
+        self._process_index = process_index
+        self._seed = seed
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 - a handful of epochs per worker, never unbounded
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self._seed, epoch]).permutation(self._n_rows)
+
+    def __call__(self, position: int) -> tuple[int, tuple[int, int]]:
+        step, offset = divmod(position, self._local_batch)
+        epoch, step_in_epoch = divmod(step, self._steps_per_epoch)
+        global_position = (step_in_epoch * self._global_batch
+                           + self._process_index * self._local_batch + offset)
+        return int(self._permutation(epoch)[global_position]), (epoch, global_position)
+
+
+class _EvalOrder:
+    """Local position -> (row, key) in dataset order, padded to whole global batches (key -1)."""
+
+    def __init__(self, n_rows, global_batch, process_index, process_count):
+        self._n_rows = n_rows
+        self._global_batch = global_batch
+        self._local_batch = global_batch // process_count
+        self._process_index = process_index
+
+    def __call__(self, position: int) -> tuple[int, tuple[int]]:
+        step, offset = divmod(position, self._local_batch)
+        global_position = step * self._global_batch + self._process_index * self._local_batch + offset
+        if global_position >= self._n_rows:
+            return self._n_rows - 1, (-1,)
+        return global_position, (global_position,)
+
+
+def steps_per_epoch(n_rows: int, global_batch: int) -> int:
+    """Whole global batches per epoch (the incomplete last batch is dropped in training)."""
+    if n_rows < global_batch:
+        raise ValueError(f"{n_rows} training images are fewer than one batch of {global_batch}; "
+                         "lower --batch-size")
+    return n_rows // global_batch
+
+
+def train_batches(
+    source, indices: Sequence[int], targets: np.ndarray, *, image_size: int, global_batch: int,
+    epochs: int, seed: int, normalization: str = "imagenet", augment_images: bool = True,
+    workers: int = 0, process_index: int = 0, process_count: int = 1,
+) -> grain.DatasetIterator:
+    """Checkpointable iterator of this process's training batches for `epochs` epochs.
+
+    Each batch: image float32[b,S,S,3], target (per-row target array, batched), row int64[b]
+    (position in `indices`), mask bool[b] (all True in training); b = global_batch / processes.
+    """
+    _check_batch(global_batch, process_count)
+    n_steps = steps_per_epoch(len(indices), global_batch)
+    order = _TrainOrder(len(indices), n_steps, global_batch, process_index, process_count, seed)
+    example = _Example(source, indices, targets, image_size=image_size,
+                       normalization=normalization,
+                       augment_seed=seed if augment_images else None, order=order)
+    local_batch = global_batch // process_count
+    dataset = grain.MapDataset.range(epochs * n_steps * local_batch).map(example)
+    return _iterate(dataset.batch(local_batch, drop_remainder=True), workers)
+
+
+def eval_batches(
+    source, indices: Sequence[int], targets: np.ndarray, *, image_size: int, global_batch: int,
+    normalization: str = "imagenet", workers: int = 0, process_index: int = 0,
+    process_count: int = 1,
+) -> grain.DatasetIterator:
+    """Every row once, in order, in whole global batches; padding rows have mask False."""
+    _check_batch(global_batch, process_count)
+    n_steps = -(-len(indices) // global_batch)
+    order = _EvalOrder(len(indices), global_batch, process_index, process_count)
+    example = _Example(source, indices, targets, image_size=image_size,
+                       normalization=normalization, augment_seed=None, order=order)
+    local_batch = global_batch // process_count
+    dataset = grain.MapDataset.range(n_steps * local_batch).map(example)
+    return _iterate(dataset.batch(local_batch, drop_remainder=True), workers)
+
+
+def _check_batch(global_batch: int, process_count: int) -> None:
+    if global_batch % process_count:
+        raise ValueError(f"batch size {global_batch} is not divisible by {process_count} processes")
+
+
+def _iterate(dataset: grain.MapDataset, workers: int) -> grain.DatasetIterator:
+    iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    if workers > 0:
+        iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return iter(iter_dataset)
