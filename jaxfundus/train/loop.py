@@ -1,0 +1,240 @@
+"""The one training loop: every method (supervised, GANomaly, VAE) trains through `fit`.
+
+A method supplies pure step functions over a pytree state; the loop owns everything else:
+jit with shardings and donation, the data-parallel mesh, Grain iterators, Orbax checkpoints
+(latest + best, exact resume), early stopping, NaN guard, progress bar, history.csv and
+TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from jaxfundus.config import RunConfig
+from jaxfundus.data.pipeline import eval_batches, steps_per_epoch, train_batches
+from jaxfundus.io import write_csv_atomic
+from jaxfundus.train.checkpoint import RunCheckpoints, abstract_like
+from jaxfundus.train.mesh import DataParallel
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+class Method(Protocol):
+    """What a trainer supplies to the loop. Steps are pure functions, jitted by the loop.
+
+    Batches hold `image` float32[B,S,S,3], `target` (int[B] or float[B,D]) and `mask` bool[B]
+    (False on padding rows). `eval_step` returns per-example arrays with leading dim B.
+    """
+
+    normalization: str
+    selection_metric: str
+
+    def init_state(self, seed: int, train_targets: np.ndarray) -> Any: ...
+    def train_step(self, state: Any, batch: dict[str, jax.Array]) -> tuple[Any, dict]: ...
+    def eval_step(self, state: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]: ...
+    def validation_metrics(self, outputs: dict[str, np.ndarray], targets: np.ndarray) -> dict: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitData:
+    """The images of one split: data-source `indices` and one `targets` row per image."""
+
+    source: Any
+    indices: np.ndarray
+    targets: np.ndarray
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: Any
+    history: list[dict[str, float]]
+    best_epoch: int
+    resumed_from_step: int | None
+
+
+class Trainer:
+    """Binds a method to a config and the mesh; jits its steps once for every split and fold."""
+
+    def __init__(self, method: Method, config: RunConfig, parallel: DataParallel) -> None:
+        parallel.check_batch(config.batch_size)
+        self.method = method
+        self.config = config
+        self.parallel = parallel
+        self._train_step = jax.jit(method.train_step,
+                                   in_shardings=(parallel.replicated, parallel.batch),
+                                   out_shardings=(parallel.replicated, parallel.replicated),
+                                   donate_argnums=0)
+        self._eval_step = jax.jit(method.eval_step,
+                                  in_shardings=(parallel.replicated, parallel.batch),
+                                  out_shardings=parallel.batch)
+
+    def fit(self, train: SplitData, val: SplitData, run_dir: Path,
+            log: Callable[[str], None] = print) -> FitResult:
+        """Train on `train`, select on `val`, resuming from `run_dir`'s latest checkpoint."""
+        config, parallel = self.config, self.parallel
+        n_steps = steps_per_epoch(len(train.indices), config.batch_size)
+        state = parallel.put_replicated(self.method.init_state(config.seed, train.targets))
+        iterator = train_batches(
+            train.source, train.indices, train.targets, image_size=config.image_size,
+            global_batch=config.batch_size, epochs=config.epochs, seed=config.seed,
+            normalization=self.method.normalization, augment_images=config.augment,
+            workers=config.workers, process_index=parallel.process_index,
+            process_count=parallel.process_count)
+        checkpoints = RunCheckpoints(run_dir / "checkpoints")
+        meta = _fresh_meta()
+        resumed_from = checkpoints.latest_step()
+        if resumed_from is not None:
+            state, meta = checkpoints.restore(resumed_from,
+                                              abstract_like(state, parallel.replicated), iterator)
+            log(f"resuming from checkpoint at step {resumed_from} (epoch {meta['epoch'] + 1} "
+                f"of {config.epochs})")
+        writer = _TensorBoard(run_dir / "tensorboard") if parallel.process_index == 0 else None
+        try:
+            while meta["epoch"] < config.epochs and not _early_stopped(meta, config):
+                state, meta = self._run_epoch(state, iterator, meta, n_steps, val, checkpoints,
+                                              run_dir, writer, log)
+            checkpoints.wait()
+            best_step = meta["best_step"]
+            if best_step is not None and best_step != meta["step"]:
+                state, _ = checkpoints.restore(best_step,
+                                               abstract_like(state, parallel.replicated))
+        finally:
+            if writer is not None:
+                writer.close()
+            checkpoints.close()
+        return FitResult(state, meta["history"], meta["best_epoch"], resumed_from)
+
+    def restore_best(self, run_dir: Path, train_targets: np.ndarray) -> Any:
+        """The best checkpoint of a finished run (for re-evaluation and prediction)."""
+        checkpoints = RunCheckpoints(run_dir / "checkpoints")
+        try:
+            latest = checkpoints.latest_step()
+            if latest is None:
+                raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
+            best_step = checkpoints.read_meta(latest)["best_step"] or latest
+            template = jax.eval_shape(lambda: self.method.init_state(self.config.seed, train_targets))
+            state, _ = checkpoints.restore(best_step,
+                                           abstract_like(template, self.parallel.replicated))
+            return state
+        finally:
+            checkpoints.close()
+
+    def predict(self, state: Any, data: SplitData) -> dict[str, np.ndarray]:
+        """Run `eval_step` over every image of `data` once; outputs in `data` order."""
+        config, parallel = self.config, self.parallel
+        chunks: list[dict[str, np.ndarray]] = []
+        for batch in eval_batches(data.source, data.indices, data.targets,
+                                  image_size=config.image_size, global_batch=config.batch_size,
+                                  normalization=self.method.normalization, workers=config.workers,
+                                  process_index=parallel.process_index,
+                                  process_count=parallel.process_count):
+            device_batch = parallel.put_batch(_device_fields(batch))
+            outputs = parallel.gather(self._eval_step(state, device_batch))
+            mask = parallel.gather({"mask": device_batch["mask"]})["mask"]
+            chunks.append({k: v[mask] for k, v in outputs.items()})
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+    def _run_epoch(self, state, iterator, meta, n_steps, val, checkpoints, run_dir, writer, log):
+        config, parallel, method = self.config, self.parallel, self.method
+        epoch = meta["epoch"]
+        start = time.perf_counter()
+        sums: dict[str, float] = dict(meta["sums"])
+        first = meta["step_in_epoch"]
+        bar = tqdm(range(first, n_steps), total=n_steps, initial=first,
+                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, dynamic_ncols=True,
+                   disable=parallel.process_index != 0)
+        for step_in_epoch in bar:
+            batch = parallel.put_batch(_device_fields(next(iterator)))
+            state, metrics = self._train_step(state, batch)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            _check_finite(metrics, meta["step"] + 1, checkpoints)
+            for name, value in metrics.items():
+                sums[name] = sums.get(name, 0.0) + value
+            sums["_steps"] = sums.get("_steps", 0.0) + 1
+            meta["step"] += 1
+            bar.set_postfix({k: f"{v / sums['_steps']:.3f}" for k, v in sums.items()
+                             if k != "_steps"})
+            every = config.checkpoint_every_steps
+            if every and meta["step"] % every == 0 and step_in_epoch + 1 < n_steps:
+                meta.update(step_in_epoch=step_in_epoch + 1, sums=sums)
+                checkpoints.save(meta["step"], state, iterator, meta, best_rank=None)
+        bar.close()
+        row = {"epoch": epoch + 1}
+        row.update({f"train_{k}": v / sums["_steps"] for k, v in sums.items() if k != "_steps"})
+        outputs = self.predict(state, val)
+        val_metrics = method.validation_metrics(outputs, val.targets)
+        row.update({f"val_{k}": v for k, v in val_metrics.items()})
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        score = val_metrics[method.selection_metric]
+        improved = meta["best_value"] is None or (
+            math.isfinite(score) and score > meta["best_value"])
+        meta.update(epoch=epoch + 1, step_in_epoch=0, sums={}, history=[*meta["history"], row])
+        if improved:
+            meta.update(best_value=score, best_epoch=epoch + 1, best_step=meta["step"],
+                        best_rank=meta["best_rank"] + 1, epochs_without_improvement=0)
+        else:
+            meta["epochs_without_improvement"] += 1
+        checkpoints.save(meta["step"], state, iterator, meta,
+                         best_rank=meta["best_rank"] if improved else None)
+        if writer is not None:
+            write_csv_atomic(pd.DataFrame(meta["history"]), run_dir / "history.csv")
+            writer.add(row)
+            log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in row.items()))
+        return state, meta
+
+
+def _device_fields(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: batch[k] for k in ("image", "target", "mask")}
+
+
+def _fresh_meta() -> dict[str, Any]:
+    return {"epoch": 0, "step": 0, "step_in_epoch": 0, "sums": {}, "history": [],
+            "best_value": None, "best_epoch": -1, "best_step": None, "best_rank": 0,
+            "epochs_without_improvement": 0}
+
+
+def _early_stopped(meta: dict[str, Any], config: RunConfig) -> bool:
+    return config.patience > 0 and meta["epochs_without_improvement"] >= config.patience
+
+
+def _check_finite(metrics: dict[str, float], step: int, checkpoints: RunCheckpoints) -> None:
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        checkpoints.wait()
+        kept = checkpoints.latest_step()
+        kept_text = "no checkpoint was saved yet" if kept is None else (
+            f"the last good checkpoint (step {kept}) is kept")
+        raise TrainingDiverged(
+            f"{', '.join(bad)} became non-finite at step {step}; training stopped and "
+            f"{kept_text}. Lower the learning rate and run again.")
+
+
+class _TensorBoard:
+    """Per-epoch scalars as TensorBoard event files (tensorboardX: no TensorFlow needed)."""
+
+    def __init__(self, directory: Path) -> None:
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(str(directory))
+
+    def add(self, row: dict[str, float]) -> None:
+        for name, value in row.items():
+            if name != "epoch" and isinstance(value, float):
+                self._writer.add_scalar(name, value, row["epoch"])
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()

@@ -1,0 +1,68 @@
+"""Devices and processes: the data-parallel mesh, batch placement and multi-host gathering."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Join a multi-process run (call before any other JAX use). CPU runs use gloo collectives."""
+    if jax.config.jax_platforms in (None, "", "cpu") and not _has_accelerator():
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id)
+
+
+def _has_accelerator() -> bool:
+    try:
+        return any(d.platform != "cpu" for d in jax.devices())
+    except RuntimeError:
+        return False
+
+
+class DataParallel:
+    """A 1-D mesh over every device of every process: batch sharded on `data`, state replicated."""
+
+    def __init__(self) -> None:
+        self.mesh = jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.batch = NamedSharding(self.mesh, P(DATA_AXIS))
+        self.process_index = jax.process_index()
+        self.process_count = jax.process_count()
+
+    @property
+    def n_devices(self) -> int:
+        return jax.device_count()
+
+    def describe(self) -> str:
+        platform = jax.devices()[0].platform.upper()
+        text = f"data-parallel over {self.n_devices} {platform} device(s)"
+        if self.process_count > 1:
+            text += f" in {self.process_count} processes"
+        return text
+
+    def check_batch(self, global_batch: int) -> None:
+        if global_batch % self.n_devices:
+            raise ValueError(
+                f"batch size {global_batch} is not divisible by {self.n_devices} devices"
+            )
+
+    def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's slice of a global batch -> global arrays sharded on `data`."""
+        return {k: jax.make_array_from_process_local_data(self.batch, np.asarray(v))
+                for k, v in local_batch.items()}
+
+    def put_replicated(self, tree):
+        return jax.device_put(tree, self.replicated)
+
+    def gather(self, tree) -> dict[str, np.ndarray]:
+        """Global (sharded) arrays -> full numpy arrays on every process."""
+        if self.process_count == 1:
+            return jax.tree.map(np.asarray, tree)
+        return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
