@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import cv2
 import grain
 import numpy as np
+from absl import flags
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -174,5 +175,7 @@ def _check_batch(global_batch: int, process_count: int) -> None:
 def _iterate(dataset: grain.MapDataset, workers: int) -> grain.DatasetIterator:
     iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     if workers > 0:
+        # Grain's worker processes read absl flags; outside an absl app nobody parsed them.
+        flags.FLAGS.mark_as_parsed()
         iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return iter(iter_dataset)

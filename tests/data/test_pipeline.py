@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from jaxfundus.data.pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_batches,
+    normalize,
+    train_batches,
+)
+
+
+def _source(n=40, size=48):
+    rng = np.random.default_rng(0)
+    return [{"image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8)} for _ in range(n)]
+
+
+def test_train_batches_shapes_dtypes_and_normalisation():
+    source = _source()
+    it = train_batches(source, np.arange(40), np.arange(40) % 3, image_size=32, global_batch=8,
+                       epochs=1, seed=0, augment_images=False)
+    batch = next(it)
+    assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
+    assert batch["target"].shape == (8,) and batch["mask"].all()
+    raw = np.asarray(source[batch["row"][0]]["image"], np.float32)
+    # resized (area filter) then ImageNet-normalised: undo the normalisation and compare means
+    restored = batch["image"][0] * IMAGENET_STD + IMAGENET_MEAN
+    assert np.allclose(restored.mean((0, 1)), raw.mean((0, 1)) / 255.0, atol=0.02)
+    assert len(list(it)) == 4  # 40 // 8 batches per epoch, one already taken
+
+
+def test_tanh_normalisation_range():
+    x = normalize(np.array([[[0, 128, 255]]], np.uint8), "tanh")
+    assert np.allclose(x, [[[-1.0, 128 / 127.5 - 1, 1.0]]], atol=1e-6)
+    with pytest.raises(ValueError, match="normalization"):
+        normalize(np.zeros((1, 1, 3), np.uint8), "zscore")
+
+
+def test_each_epoch_is_a_new_permutation_of_every_row():
+    it = train_batches(_source(), np.arange(40), np.zeros(40), image_size=16, global_batch=8,
+                       epochs=2, seed=5)
+    rows = np.concatenate([b["row"] for b in it]).reshape(2, 40)
+    assert sorted(rows[0]) == list(range(40)) and sorted(rows[1]) == list(range(40))
+    assert not np.array_equal(rows[0], rows[1])
+
+
+def test_restored_iterator_state_continues_exactly():
+    def make():
+        return train_batches(_source(), np.arange(40), np.zeros(40), image_size=16,
+                             global_batch=8, epochs=2, seed=1)
+
+    full = [b["image"] for b in make()]
+    it = make()
+    for _ in range(3):
+        next(it)
+    state = it.get_state()
+    resumed = make()
+    resumed.set_state(state)
+    rest = [b["image"] for b in resumed]
+    assert len(rest) == len(full) - 3
+    assert all(np.array_equal(a, b) for a, b in zip(full[3:], rest, strict=True))
+
+
+def test_processes_get_disjoint_halves_of_each_global_batch():
+    def rows(process_index):
+        it = train_batches(_source(), np.arange(40), np.zeros(40), image_size=16,
+                           global_batch=8, epochs=1, seed=2, process_index=process_index,
+                           process_count=2)
+        return [b["row"] for b in it]
+
+    single = [b["row"] for b in train_batches(_source(), np.arange(40), np.zeros(40),
+                                              image_size=16, global_batch=8, epochs=1, seed=2)]
+    for whole, a, b in zip(single, rows(0), rows(1), strict=True):
+        assert np.array_equal(whole, np.concatenate([a, b]))
+
+
+def test_eval_batches_cover_every_row_once_with_padding_masked():
+    batches = list(eval_batches(_source(), np.arange(20), np.arange(20), image_size=16,
+                                global_batch=8))
+    rows = np.concatenate([b["row"][b["mask"]] for b in batches])
+    assert rows.tolist() == list(range(20))
+    assert sum((~b["mask"]).sum() for b in batches) == 4
+
+
+def test_worker_processes_give_identical_batches():
+    kwargs = dict(image_size=16, global_batch=8, epochs=1, seed=3)
+    inline = [b["image"] for b in train_batches(_source(), np.arange(40), np.zeros(40), **kwargs)]
+    workers = [b["image"] for b in train_batches(_source(), np.arange(40), np.zeros(40),
+                                                 workers=2, **kwargs)]
+    assert all(np.array_equal(a, b) for a, b in zip(inline, workers, strict=True))

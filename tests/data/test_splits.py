@@ -1,0 +1,95 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxfundus.config import load_task
+from jaxfundus.data.labels import DISEASES
+from jaxfundus.data.selection import select_examples
+from jaxfundus.data.splits import assign_splits
+
+
+def _groups_and_strata(seed=0, n=600, n_patients=220):
+    rng = np.random.default_rng(seed)
+    patients = rng.integers(0, n_patients, n)
+    strata = (patients % 5 + rng.integers(0, 2, n)) % 5  # patients mostly share a class
+    return np.array([f"{p:05d}" for p in patients]), strata
+
+
+def test_holdout_is_patient_disjoint_and_sized():
+    groups, strata = _groups_and_strata()
+    split = assign_splits(groups, strata, seed=3)
+    sets = {name: set(groups[split == name]) for name in ("train", "val", "test")}
+    assert not sets["train"] & sets["val"] and not sets["train"] & sets["test"]
+    assert not sets["val"] & sets["test"]
+    fractions = {name: np.mean(split == name) for name in sets}
+    assert abs(fractions["test"] - 0.2) < 0.05
+    assert abs(fractions["val"] - 0.2) < 0.05  # 0.25 of the remaining 0.8
+
+
+def test_kfold_test_sets_partition_patients():
+    groups, strata = _groups_and_strata()
+    tests = [assign_splits(groups, strata, seed=0, folds=4, fold=f) == "test" for f in range(4)]
+    assert np.array_equal(np.sum(tests, axis=0), np.ones(len(groups)))  # each image tested once
+    for f, is_test in enumerate(tests):
+        split = assign_splits(groups, strata, seed=0, folds=4, fold=f)
+        assert not set(groups[is_test]) & set(groups[split != "test"])
+        for cls in range(5):  # stratified: every class reaches every test fold
+            assert np.any(is_test & (strata == cls))
+
+
+def test_split_is_deterministic_and_seeded():
+    groups, strata = _groups_and_strata()
+    a = assign_splits(groups, strata, seed=1, folds=4, fold=2)
+    assert np.array_equal(a, assign_splits(groups, strata, seed=1, folds=4, fold=2))
+    assert not np.array_equal(a, assign_splits(groups, strata, seed=2, folds=4, fold=2))
+
+
+def test_bad_fold_rejected():
+    groups, strata = _groups_and_strata()
+    with pytest.raises(ValueError, match="fold 4"):
+        assign_splits(groups, strata, seed=0, folds=4, fold=4)
+
+
+def _index(rows):
+    frame = pd.DataFrame(rows, columns=["patient_id", *DISEASES])
+    frame.insert(0, "index", range(len(frame)))
+    frame.insert(1, "filename", [f"{i:06d}_01.jpg" for i in range(len(frame))])
+    return frame
+
+
+def _row(patient, *labels):
+    return [patient] + [int(d in labels) for d in DISEASES]
+
+
+def test_single_label_rule_counts_what_it_drops():
+    rows = ([_row(f"{i:05d}") for i in range(10)] + [_row(f"1{i:04d}", "Gla") for i in range(10)]
+            + [_row(f"2{i:04d}", "DR", "DM") for i in range(10)]
+            + [_row(f"3{i:04d}", "Gla", "DR") for i in range(3)]
+            + [_row(f"4{i:04d}", "AMD") for i in range(4)])
+    examples = select_examples(_index(rows), load_task("three-class"), seed=0)
+    assert examples.classes == ("normal", "Gla", "DR")
+    assert np.bincount(examples.frame["label"]).tolist() == [10, 10, 10]  # DR+DM counts as DR
+    assert examples.dropped == {"no task class": 4, "more than one task class": 3}
+
+
+def test_normals_sampled_to_match_the_disease():
+    rows = [_row(f"{i:05d}") for i in range(50)] + [_row(f"9{i:04d}", "MH") for i in range(12)]
+    examples = select_examples(_index(rows), load_task("normal-vs-mh"), seed=0)
+    assert np.bincount(examples.frame["label"]).tolist() == [12, 12]
+    assert examples.dropped["normals not sampled"] == 38
+
+
+def test_multi_label_keeps_co_occurring_diseases():
+    rows = ([_row(f"{i:05d}") for i in range(5)]
+            + [_row(f"1{i:04d}", *DISEASES) for i in range(10)])
+    examples = select_examples(_index(rows), load_task("ten-class"), seed=0)
+    assert examples.label_columns == [f"label_{d}" for d in DISEASES]
+    assert examples.frame[examples.label_columns].to_numpy().sum() == 90
+
+
+def test_too_few_images_fails_naming_the_class():
+    from jaxfundus.config import ConfigError
+
+    rows = [_row(f"{i:05d}", "RVO") for i in range(20)]
+    with pytest.raises(ConfigError, match="class 'AMD'.* has 0"):
+        select_examples(_index(rows), load_task("five-rare"), seed=0)
