@@ -1,0 +1,329 @@
+"""Reading and validating a TOP-layout source directory (`data.csv` + `img/`).
+
+Layout: `SOURCE/data.csv` with the columns of `labels.CSV_COLUMNS` (extra columns are
+ignored) and one image per row at `SOURCE/img/<filename>`. `scan_source` keeps every valid
+row exactly and lists every other row with the reason it was refused.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import NamedTuple
+
+from jaxfundus.data import images
+from jaxfundus.data.labels import CSV_COLUMNS, DISEASES
+
+CSV_NAME = "data.csv"
+IMAGE_DIR = "img"
+MISSING_REASON = "image file is missing"
+_MAX_AGE = 130
+
+
+class DataError(Exception):
+    """Input data the user has to fix; the message says what and where (CLIs print it as is)."""
+
+
+class SourceError(DataError):
+    """The source directory or data.csv as a whole is unusable (no per-row fallback)."""
+
+
+class BadRow(NamedTuple):
+    """A refused data.csv row. `row` is the line number in data.csv (the header is line 1)."""
+
+    row: int
+    filename: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TopRecord:
+    """One valid data.csv row. `labels` has one 0/1 flag per `labels.DISEASES`, in order."""
+
+    row: int
+    filename: str
+    patient_id: str
+    age: int
+    sex: str  # "M" or "F"
+    eye: str  # "L" or "R"
+    labels: tuple[int, ...]
+    path: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceScan:
+    """Result of `scan_source`: `records` in data.csv order, then the refused rows.
+
+    `n_rows` counts data rows in data.csv; `n_missing` counts the bad rows whose image file
+    does not exist (public mirrors of TOP lack some files); `duplicates` lists
+    (row, kept_row) for exact duplicate rows that were dropped.
+    """
+
+    source_dir: Path
+    n_rows: int
+    records: list[TopRecord]
+    bad_rows: list[BadRow]
+    n_missing: int
+    duplicates: list[tuple[int, int]]
+
+
+def scan_source(source_dir: str | os.PathLike) -> SourceScan:
+    """Reads `source_dir/data.csv`, validates every row and decodes every image.
+
+    Row rules: labels must be 0/1; age a whole number 0..130; sex M/F and LR L/R (any case,
+    stored upper-case); ID any non-empty string (kept verbatim, leading zeros included);
+    filename a relative path inside img/. Exact duplicate rows are kept once (with a
+    warning); rows sharing a filename but differing elsewhere are all refused. Images that
+    are missing, empty, truncated or not images are refused; grayscale/RGBA ones are fine.
+
+    Images are decoded at 1/8 scale (JPEG DCT scaling), which still reads every byte, on
+    `os.cpu_count()` threads.
+
+    Raises:
+      SourceError: data.csv or img/ is missing, or data.csv lacks required columns.
+    """
+    check_source(source_dir)
+    source_dir = Path(source_dir)
+    csv_path = source_dir / CSV_NAME
+    image_dir = source_dir / IMAGE_DIR
+    rows = _read_rows(csv_path)
+    bad_rows: list[BadRow] = []
+    candidates, duplicates = _resolve_duplicates(rows, bad_rows)
+    records = []
+    for raw in candidates:
+        record_or_reason = _parse_row(raw, image_dir)
+        if isinstance(record_or_reason, str):
+            bad_rows.append(BadRow(raw.row, raw.values["filename"], record_or_reason))
+        else:
+            records.append(record_or_reason)
+
+    records, image_bad = _check_images(records)
+    bad_rows.extend(image_bad)
+    bad_rows.sort()
+    if duplicates:
+        shown = ", ".join(f"line {row} = line {kept}" for row, kept in duplicates[:10])
+        more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
+        warnings.warn(
+            f"{csv_path}: {len(duplicates)} exact duplicate row(s) kept once: {shown}{more}",
+            stacklevel=2,
+        )
+    return SourceScan(
+        source_dir=source_dir,
+        n_rows=len(rows),
+        records=records,
+        bad_rows=bad_rows,
+        n_missing=sum(bad.reason == MISSING_REASON for bad in image_bad),
+        duplicates=duplicates,
+    )
+
+
+def check_source(source_dir: str | os.PathLike) -> None:
+    """Cheap whole-source checks: data.csv with every required column, and img/.
+
+    Raises:
+      SourceError: naming the missing file, directory or column(s).
+    """
+    csv_path = Path(source_dir) / CSV_NAME
+    image_dir = Path(source_dir) / IMAGE_DIR
+    if not csv_path.is_file():
+        raise SourceError(
+            f"{csv_path} not found: the TOP source directory must hold {CSV_NAME} and "
+            f"{IMAGE_DIR}/ (check the --source path)"
+        )
+    if not image_dir.is_dir():
+        raise SourceError(f"{image_dir}/ not found: TOP images belong in {IMAGE_DIR}/<filename>")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        _read_header(csv.reader(f), csv_path)
+
+
+def source_fingerprint(source_dir: str | os.PathLike, *salt: str) -> str:
+    """Short stable hash (12 hex digits) of data.csv's bytes plus `salt` (version, config)."""
+    csv_path = Path(source_dir) / CSV_NAME
+    try:
+        digest = hashlib.sha256(csv_path.read_bytes())
+    except FileNotFoundError:
+        raise SourceError(f"{csv_path} not found (check the --source path)") from None
+    for part in salt:
+        digest.update(b"\0" + part.encode())
+    return digest.hexdigest()[:12]
+
+
+def write_bad_rows(path: str | os.PathLike, bad_rows: Iterable[BadRow]) -> None:
+    """Writes a CSV report with columns row, filename, reason."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(BadRow._fields)
+        writer.writerows(bad_rows)
+
+
+def read_bad_rows(path: str | os.PathLike) -> list[BadRow]:
+    """Reads a report written by `write_bad_rows`."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [BadRow(int(r["row"]), r["filename"], r["reason"]) for r in csv.DictReader(f)]
+
+
+def format_bad_rows(bad_rows: Sequence[BadRow], limit: int | None = 50) -> str:
+    """One line per bad row (`line N: filename: reason`), at most `limit` (None: all)."""
+    lines = [f"  line {bad.row}: {bad.filename or '<empty>'}: {bad.reason}" for bad in bad_rows]
+    if limit is not None and len(lines) > limit:
+        lines = [*lines[:limit], f"  ... and {len(lines) - limit} more"]
+    return "\n".join(lines)
+
+
+def _read_header(reader, csv_path: Path) -> list[str]:
+    # utf-8-sig (callers' encoding): spreadsheet exports often start with a byte-order mark.
+    header = [name.strip() for name in next(reader, [])]
+    missing = [name for name in CSV_COLUMNS if name not in header]
+    if missing:
+        raise SourceError(
+            f"{csv_path}: missing column(s) {', '.join(missing)}; the header must contain "
+            f"{','.join(CSV_COLUMNS)}"
+        )
+    return header
+
+
+class _RawRow(NamedTuple):
+    row: int
+    values: dict[str, str]  # every header column, stripped; "" where the row is short
+    width_error: str | None
+
+
+def _read_rows(csv_path: Path) -> list[_RawRow]:
+    """Every non-blank data row with its line number; checks the header first."""
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = _read_header(reader, csv_path)
+        rows = []
+        for fields in reader:
+            if not any(field.strip() for field in fields):
+                continue  # blank line, e.g. a trailing newline from an editor
+            padded = [*fields, *[""] * (len(header) - len(fields))]
+            values = {name: value.strip() for name, value in zip(header, padded, strict=False)}
+            width_error = None
+            if len(fields) != len(header):
+                width_error = f"row has {len(fields)} fields, the header has {len(header)}"
+            rows.append(_RawRow(reader.line_num, values, width_error))
+    return rows
+
+
+def _resolve_duplicates(
+    rows: list[_RawRow], bad_rows: list[BadRow]
+) -> tuple[list[_RawRow], list[tuple[int, int]]]:
+    """Keeps the first of identical rows; refuses every row of a conflicting filename."""
+    by_filename: dict[str, list[_RawRow]] = {}
+    for raw in rows:
+        by_filename.setdefault(raw.values["filename"], []).append(raw)
+    kept, duplicates = [], []
+    for raw in rows:
+        group = by_filename[raw.values["filename"]]
+        if len(group) == 1 or not raw.values["filename"]:
+            kept.append(raw)
+            continue
+        first = group[0]
+        differing = [
+            name
+            for name in CSV_COLUMNS
+            if any(other.values[name] != first.values[name] for other in group)
+        ]
+        if differing:
+            lines = ", ".join(str(other.row) for other in group)
+            reason = f"conflicting duplicate rows (lines {lines}) differ in {', '.join(differing)}"
+            bad_rows.append(BadRow(raw.row, raw.values["filename"], reason))
+        elif raw is first:
+            kept.append(raw)
+        else:
+            duplicates.append((raw.row, first.row))
+    return kept, duplicates
+
+
+def _parse_row(raw: _RawRow, image_dir: Path) -> TopRecord | str:
+    """A TopRecord, or the reason the row is refused."""
+    if raw.width_error:
+        return raw.width_error
+    values = raw.values
+    filename = values["filename"]
+    reason = _check_filename(filename)
+    if reason:
+        return reason
+    if not values["ID"]:
+        return "ID is empty"
+    age = _parse_age(values["age"])
+    if age is None:
+        return f"age {values['age']!r} is not a whole number of years in 0..{_MAX_AGE}"
+    sex = values["sex"].upper()
+    if sex not in ("M", "F"):
+        return f"sex {values['sex']!r} is not M or F"
+    eye = values["LR"].upper()
+    if eye not in ("L", "R"):
+        return f"LR {values['LR']!r} is not L or R"
+    labels = []
+    for disease in DISEASES:
+        if values[disease] not in ("0", "1"):
+            return f"label {disease}={values[disease]!r} is not 0 or 1"
+        labels.append(int(values[disease]))
+    return TopRecord(
+        row=raw.row,
+        filename=filename,
+        patient_id=values["ID"],
+        age=age,
+        sex=sex,
+        eye=eye,
+        labels=tuple(labels),
+        path=image_dir / filename,
+    )
+
+
+def _check_filename(filename: str) -> str | None:
+    """Refuses names that are empty or could point outside img/ (checked lexically so that
+    a symlinked img/ directory still works)."""
+    if not filename:
+        return "filename is empty"
+    posix = PurePosixPath(filename)
+    if (
+        posix.is_absolute()
+        or ".." in posix.parts
+        or "\\" in filename
+        or PureWindowsPath(filename).drive
+    ):
+        return f"filename {filename!r} points outside {IMAGE_DIR}/ (use a name relative to it)"
+    return None
+
+
+def _parse_age(text: str) -> int | None:
+    try:
+        age = float(text)
+    except ValueError:
+        return None
+    # Spreadsheet exports sometimes write "65.0"; anything fractional is a data error.
+    if not age.is_integer() or not 0 <= age <= _MAX_AGE:
+        return None
+    return int(age)
+
+
+def _check_images(records: list[TopRecord]) -> tuple[list[TopRecord], list[BadRow]]:
+    """Splits records into usable ones and bad rows for missing or undecodable images."""
+
+    def problem(record: TopRecord) -> str | None:
+        if not record.path.is_file():
+            return MISSING_REASON
+        try:
+            # The smallest DCT scale still parses every byte, so truncation shows.
+            images.load_rgb(record.path, min_size=1)
+        except images.ImageError as err:
+            return err.reason
+        return None
+
+    # Decoding releases the GIL, so threads scale with cores.
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        problems = list(pool.map(problem, records))
+    good = [record for record, reason in zip(records, problems, strict=True) if reason is None]
+    bad = [
+        BadRow(record.row, record.filename, reason)
+        for record, reason in zip(records, problems, strict=True)
+        if reason is not None
+    ]
+    return good, bad
