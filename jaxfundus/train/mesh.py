@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -30,7 +30,9 @@ class DataParallel:
     """A 1-D mesh over every device of every process: batch sharded on `data`, state replicated."""
 
     def __init__(self) -> None:
-        self.mesh = jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+        # Auto axes: XLA propagates shardings through the model, so model code stays sharding-free.
+        self.mesh = jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                                  axis_types=(AxisType.Auto,))
         self.replicated = NamedSharding(self.mesh, P())
         self.batch = NamedSharding(self.mesh, P(DATA_AXIS))
         self.process_index = jax.process_index()

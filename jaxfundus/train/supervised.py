@@ -97,19 +97,20 @@ class SupervisedMethod:
         return (logits.argmax(-1) == targets).mean()
 
     def train_step(self, state: dict, batch: dict) -> tuple[dict, dict]:
-        def loss_fn(params):
-            model = nnx.merge(self._train_graph, params, state["rest"])
+        model = self.model(state, train=True)
+
+        def loss_fn(model):
             logits = model(batch["image"]).astype(jnp.float32)
             loss = self._loss(logits, batch["target"], batch["mask"], state["class_weights"])
-            return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
+            return loss, logits
 
-        (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        # nnx.value_and_grad differentiates the Params and carries batch-stat/rng updates out.
+        (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         updates, opt = self._optimizer.update(grads, state["opt"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        metrics = {"loss": loss, "accuracy": self._accuracy(logits, batch["target"])}
-        new_state = {"params": params, "rest": rest, "opt": opt,
+        new_state = {"params": optax.apply_updates(state["params"], updates),
+                     "rest": nnx.state(model, nnx.Not(nnx.Param)), "opt": opt,
                      "class_weights": state["class_weights"]}
-        return new_state, metrics
+        return new_state, {"loss": loss, "accuracy": self._accuracy(logits, batch["target"])}
 
     def eval_step(self, state: dict, batch: dict) -> dict:
         logits = self.model(state)(batch["image"]).astype(jnp.float32)
