@@ -123,10 +123,11 @@ def resolve_config(
     """
     spec = load_task(task)
     model = model or spec.models[0]
-    if model not in spec.models:
+    if model not in spec.models and not _is_extra_classifier(spec, model):
         raise ConfigError(
-            f"model '{model}' is not part of task '{task}'; its models: {', '.join(spec.models)}"
-        )
+            f"model '{model}' does not fit task '{task}'; its models: {', '.join(spec.models)}"
+            + ("" if spec.kind == "anomaly" else " (or any classifier: "
+               + ", ".join(_classifier_names()) + ")"))
     preset = preset or default_preset()
     presets = _read_toml(EXPERIMENTS_DIR / "presets.toml")
     if preset not in presets:
@@ -142,6 +143,17 @@ def resolve_config(
     config = RunConfig(task=task, model=model, preset=preset, **values)
     _check(config)
     return config
+
+
+def _classifier_names() -> list[str]:
+    from jaxfundus.models.registry import CLASSIFIERS
+
+    return list(CLASSIFIERS)
+
+
+def _is_extra_classifier(spec: TaskSpec, model: str) -> bool:
+    """Supervised tasks also run any registered classifier (e.g. resnet18 on small machines)."""
+    return spec.kind != "anomaly" and model in _classifier_names()
 
 
 def _check(config: RunConfig) -> None:

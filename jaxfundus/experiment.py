@@ -20,7 +20,7 @@ import pandas as pd
 
 from jaxfundus.config import RunConfig, TaskSpec, load_task
 from jaxfundus.data.selection import TaskExamples, select_examples
-from jaxfundus.data.splits import TEST, TRAIN, VAL, assign_splits
+from jaxfundus.data.splits import TEST, TRAIN, VAL, assign_anomaly_splits, assign_splits
 from jaxfundus.evaluate.results import anomaly_results, supervised_results
 from jaxfundus.io import write_csv_atomic, write_json_atomic
 from jaxfundus.provenance import git_commit, package_versions
@@ -59,14 +59,17 @@ def plan_folds(spec: TaskSpec, config: RunConfig, index: pd.DataFrame) -> list[F
     frame = examples.frame
     plans = []
     for fold in task_folds(spec):
-        split = assign_splits(frame["patient_id"].to_numpy(), frame["stratum"].to_numpy(),
-                              seed=config.seed, folds=spec.cv_folds, fold=fold,
-                              test_fraction=config.test_fraction,
-                              val_fraction=config.val_fraction)
         if spec.kind == "anomaly":
-            # Train on normals only; anomalous images of training patients are left out
-            # rather than moved to test, which would put one patient on both sides.
-            split = np.where((split == TRAIN) & (frame["label"].to_numpy() == 1), "unused", split)
+            split = assign_anomaly_splits(frame["patient_id"].to_numpy(),
+                                          frame["label"].to_numpy(), seed=config.seed,
+                                          test_set=config.anomaly_test_set,
+                                          test_fraction=config.test_fraction,
+                                          val_fraction=config.val_fraction)
+        else:
+            split = assign_splits(frame["patient_id"].to_numpy(), frame["stratum"].to_numpy(),
+                                  seed=config.seed, folds=spec.cv_folds, fold=fold,
+                                  test_fraction=config.test_fraction,
+                                  val_fraction=config.val_fraction)
         plans.append(FoldPlan(fold, examples, split))
     return plans
 
@@ -98,7 +101,8 @@ def train_task(config: RunConfig, dataset, *, parallel: DataParallel | None = No
         if retrain and directory.exists():
             shutil.rmtree(directory)
         _train_fold(trainer, spec, plan, dataset, directory, log)
-    return write_summary(config, spec)
+        parallel.barrier(f"fold-{plan.fold}-done")
+    return write_summary(config, spec) if parallel.is_primary else {}
 
 
 def _train_fold(trainer: Trainer, spec: TaskSpec, plan: FoldPlan, dataset, directory: Path,
@@ -109,8 +113,10 @@ def _train_fold(trainer: Trainer, spec: TaskSpec, plan: FoldPlan, dataset, direc
     counts = {name: len(f) for name, f in frames.items()}
     log(f"fold {plan.fold}: train {counts[TRAIN]}, val {counts[VAL]}, test {counts[TEST]} "
         f"images (patients disjoint) -> {directory}")
-    write_csv_atomic(_split_table(plan), directory / "split.csv")
-    write_json_atomic(_config_record(config, spec, plan, dataset, counts), directory / "config.json")
+    if trainer.parallel.is_primary:
+        write_csv_atomic(_split_table(plan), directory / "split.csv")
+        write_json_atomic(_config_record(config, spec, plan, dataset, counts),
+                          directory / "config.json")
     data = {name: split_data(dataset.source, f, plan.examples) for name, f in frames.items()}
     result = trainer.fit(data[TRAIN], data[VAL], directory, log=log)
     evaluate_fold(trainer, spec, plan, dataset, directory, result.state)
@@ -134,8 +140,9 @@ def evaluate_fold(trainer: Trainer, spec: TaskSpec, plan: FoldPlan, dataset, dir
                                                   multi_label=spec.kind == "multi-label")
     metrics.update(task=spec.name, model=trainer.config.model, fold=plan.fold,
                    preset=trainer.config.preset)
-    write_csv_atomic(predictions, directory / "predictions.csv")
-    write_json_atomic(metrics, directory / "metrics.json")
+    if trainer.parallel.is_primary:
+        write_csv_atomic(predictions, directory / "predictions.csv")
+        write_json_atomic(metrics, directory / "metrics.json")
     return metrics
 
 
@@ -172,7 +179,7 @@ def write_summary(config: RunConfig, spec: TaskSpec) -> dict:
                                "folds_expected": len(task_folds(spec)),
                                "folds_done": len(fold_metrics), "metrics": {}}
     for name in SUMMARY_METRICS:
-        values = [m[name] for m in fold_metrics if m.get(name) is not None]
+        values = [m[name] for m in fold_metrics if isinstance(m.get(name), int | float)]
         if values:
             summary["metrics"][name] = {"mean": float(np.mean(values)),
                                         "std": float(np.std(values)), "per_fold": values}

@@ -70,3 +70,52 @@ def _fold_mask(
                 mask[held_out] = True
                 return mask
     raise AssertionError("unreachable: fold index checked above")
+
+
+STUDY_REDUCED_KEEP = 866 / 1736  # the study's "reduced anomalous" test kept 866 of 1736
+
+
+def assign_anomaly_splits(
+    groups: np.ndarray,
+    labels: np.ndarray,
+    *,
+    seed: int,
+    test_set: str = "patients",
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.25,
+) -> np.ndarray:
+    """Splits for detectors trained on normals only (labels: 1 = anomalous); patients disjoint.
+
+    "patients": a patient-grouped split stratified by label; the training split keeps its
+    normals, its patients' anomalous images are "unused" (never moved to test).
+    "study-imbalanced": the study's composition, anomalous-heavy test: patients with only
+    normal images are split as usual; patients with any anomalous image never train and go
+    to validation (val_fraction) or test (the rest), so nearly all anomalous images are tested.
+    "study-reduced": as study-imbalanced with the anomalous test images subsampled to the
+    study's 866/1736.
+    """
+    groups = np.asarray(groups)
+    labels = np.asarray(labels)
+    if test_set == "patients":
+        split = assign_splits(groups, labels, seed=seed, test_fraction=test_fraction,
+                              val_fraction=val_fraction)
+        return np.where((split == TRAIN) & (labels == 1), "unused", split)
+    if test_set not in ("study-imbalanced", "study-reduced"):
+        raise ValueError(f"unknown anomaly test set '{test_set}'")
+    anomalous_patients = np.unique(groups[labels == 1])
+    has_anomaly = np.isin(groups, anomalous_patients)
+    split = np.empty(len(groups), dtype=object)
+    normal_only = np.flatnonzero(~has_anomaly)
+    split[normal_only] = assign_splits(groups[normal_only], labels[normal_only], seed=seed,
+                                       test_fraction=test_fraction, val_fraction=val_fraction)
+    affected = np.flatnonzero(has_anomaly)
+    in_val = _fold_mask(groups[affected], labels[affected], n_splits=_n_splits(val_fraction),
+                        which=0, seed=seed + 2)
+    split[affected] = np.where(in_val, VAL, TEST)
+    if test_set == "study-reduced":
+        tested = np.flatnonzero((split == TEST) & (labels == 1))
+        rng = np.random.default_rng(seed)
+        dropped = rng.choice(tested, size=round(len(tested) * (1 - STUDY_REDUCED_KEEP)),
+                             replace=False)
+        split[dropped] = "unused"
+    return split

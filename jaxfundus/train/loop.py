@@ -100,7 +100,7 @@ class Trainer:
                                               abstract_like(state, parallel.replicated), iterator)
             log(f"resuming from checkpoint at step {resumed_from} (epoch {meta['epoch'] + 1} "
                 f"of {config.epochs})")
-        writer = _TensorBoard(run_dir / "tensorboard") if parallel.process_index == 0 else None
+        writer = _TensorBoard(run_dir / "tensorboard") if parallel.is_primary else None
         try:
             while meta["epoch"] < config.epochs and not _early_stopped(meta, config):
                 state, meta = self._run_epoch(state, iterator, meta, n_steps, val, checkpoints,
@@ -154,7 +154,7 @@ class Trainer:
         first = meta["step_in_epoch"]
         bar = tqdm(range(first, n_steps), total=n_steps, initial=first,
                    desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, dynamic_ncols=True,
-                   disable=parallel.process_index != 0)
+                   disable=True if parallel.process_index else None)  # None: off without a TTY
         for step_in_epoch in bar:
             batch = parallel.put_batch(_device_fields(next(iterator)))
             state, metrics = self._train_step(state, batch)

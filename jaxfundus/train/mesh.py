@@ -39,6 +39,16 @@ class DataParallel:
         self.process_count = jax.process_count()
 
     @property
+    def is_primary(self) -> bool:
+        """Process 0 writes the run's files; every process computes."""
+        return self.process_index == 0
+
+    def barrier(self, name: str) -> None:
+        """Wait until every process reaches this point (no-op with one process)."""
+        if self.process_count > 1:
+            multihost_utils.sync_global_devices(name)
+
+    @property
     def n_devices(self) -> int:
         return jax.device_count()
 

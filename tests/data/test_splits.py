@@ -93,3 +93,39 @@ def test_too_few_images_fails_naming_the_class():
     rows = [_row(f"{i:05d}", "RVO") for i in range(20)]
     with pytest.raises(ConfigError, match="class 'AMD'.* has 0"):
         select_examples(_index(rows), load_task("five-rare"), seed=0)
+
+
+def _anomaly_data(seed=0):
+    groups, _ = _groups_and_strata(seed)
+    labels = (np.array([int(g) for g in groups]) % 3 == 0).astype(int)  # a third of patients ill
+    return groups, labels
+
+
+@pytest.mark.parametrize("test_set", ["patients", "study-imbalanced", "study-reduced"])
+def test_anomaly_splits_train_on_normals_with_disjoint_patients(test_set):
+    from jaxfundus.data.splits import assign_anomaly_splits
+
+    groups, labels = _anomaly_data()
+    split = assign_anomaly_splits(groups, labels, seed=0, test_set=test_set)
+    assert not labels[split == "train"].any()
+    used = {name: set(groups[split == name]) for name in ("train", "val", "test")}
+    assert not used["train"] & used["val"] and not used["train"] & used["test"]
+    assert not used["val"] & used["test"]
+    for name in ("val", "test"):
+        assert 0 < labels[split == name].mean() < 1
+
+
+def test_study_compositions_make_the_test_set_anomalous_heavy():
+    from jaxfundus.data.splits import assign_anomaly_splits
+
+    groups, labels = _anomaly_data()
+    share = {}
+    for test_set in ("patients", "study-imbalanced", "study-reduced"):
+        split = assign_anomaly_splits(groups, labels, seed=0, test_set=test_set)
+        share[test_set] = labels[split == "test"].mean()
+        n_anomalous = labels[split == "test"].sum()
+        if test_set == "study-imbalanced":
+            full = n_anomalous
+        if test_set == "study-reduced":
+            assert abs(n_anomalous / full - 866 / 1736) < 0.02
+    assert share["study-imbalanced"] > share["study-reduced"] > share["patients"]

@@ -1,0 +1,116 @@
+"""What the invoke tasks do, as plain functions (tested directly; tasks.py only parses flags)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from jaxfundus.config import (
+    ConfigError,
+    RunConfig,
+    expand_task,
+    load_task,
+    resolve_config,
+    task_names,
+)
+
+Log = Callable[[str], None]
+
+
+def data_headline(data_dir: str | None) -> str:
+    if data_dir is None:
+        from jaxfundus.data.datasets import cache_dir
+
+        return f"SYNTHETIC default data (procedural generator, cached in {cache_dir()})"
+    return f"prepared data at {data_dir}"
+
+
+def matrix(task: str | None, model: str | None, all_tasks: bool) -> list[tuple[str, str]]:
+    """(task, model) pairs to run: one task (or group) and its models, or the whole matrix."""
+    if all_tasks:
+        if task or model:
+            raise ConfigError("--all runs the whole matrix; leave out --task and --model")
+        names = task_names()
+    elif task:
+        names = expand_task(task)
+    else:
+        raise ConfigError("say which task: --task=NAME (or --all); tasks: "
+                          + ", ".join(task_names()))
+    pairs = []
+    for name in names:
+        spec = load_task(name)
+        models = [model] if model else list(spec.models)
+        pairs.extend((name, m) for m in models)
+    return pairs
+
+
+def train(*, task: str | None = None, model: str | None = None, all_tasks: bool = False,
+          preset: str | None = None, retrain: bool = False, log: Log = print,
+          **overrides) -> list[dict]:
+    """Train each (task, model) pair; returns their summary.json contents."""
+    from jaxfundus.data.datasets import open_dataset
+    from jaxfundus.experiment import train_task
+    from jaxfundus.train.mesh import DataParallel
+
+    pairs = matrix(task, model, all_tasks)
+    configs = [resolve_config(t, m, preset, **overrides) for t, m in pairs]
+    log(f"jaxfundus train: preset '{configs[0].preset}'; data: "
+        f"{data_headline(configs[0].data_dir)}")
+    parallel = DataParallel()
+    log(parallel.describe())
+    summaries = []
+    datasets: dict[int, object] = {}
+    for config in configs:
+        if config.image_size not in datasets:
+            datasets[config.image_size] = open_dataset(config.data_dir, config.image_size, log)
+            log(datasets[config.image_size].headline())
+        log(_describe_run(config))
+        summary = train_task(config, datasets[config.image_size], parallel=parallel,
+                             retrain=retrain, log=log)
+        if parallel.is_primary:
+            log(_describe_summary(summary))
+        summaries.append(summary)
+    return summaries
+
+
+def _describe_run(config: RunConfig) -> str:
+    return (f"== {config.task} / {config.model}: {config.image_size} px, batch "
+            f"{config.batch_size}, {config.epochs} epochs, lr {config.learning_rate}, "
+            f"seed {config.seed}, {config.dtype}")
+
+
+def _describe_summary(summary: dict) -> str:
+    parts = [f"{name} {v['mean']:.3f} ± {v['std']:.3f}" for name, v in summary["metrics"].items()]
+    return (f"== {summary['task']} / {summary['model']}: {summary['folds_done']}/"
+            f"{summary['folds_expected']} folds; " + ", ".join(parts))
+
+
+def prepare_data(*, source: str, data_dir: str, image_size: int = 256, strict: bool = False,
+                 log: Log = print):
+    """Build the TFDS dataset from a TOP-layout directory and print the summary of bad rows."""
+    from jaxfundus.data.tfds_dataset import build_dataset
+
+    result = build_dataset(Path(source), Path(data_dir), image_size=image_size, strict=strict)
+    log(f"prepared {result.n_kept} of {result.n_rows} rows at {image_size} px into "
+        f"{result.dataset_dir}")
+    if result.bad_rows:
+        log(f"skipped {len(result.bad_rows)} bad rows ({result.n_missing} image files missing); "
+            f"listed in {result.report_path}:")
+        for bad in result.bad_rows[:20]:
+            log(f"  row {bad.row}: {bad.filename}: {bad.reason}")
+        if len(result.bad_rows) > 20:
+            log(f"  ... and {len(result.bad_rows) - 20} more")
+    return result
+
+
+def eda(*, source: str | None = None, out: str | None = None, workdir: str = "runs",
+        log: Log = print) -> Path:
+    """EDA figures and summary for a TOP-layout directory (default: the synthetic data)."""
+    from jaxfundus.data.datasets import default_source
+    from jaxfundus.data.eda import write_eda
+
+    log(f"jaxfundus eda: data: {data_headline(source) if source else data_headline(None)}")
+    source_dir = Path(source) if source else default_source(log)
+    summary = write_eda(source_dir, Path(out) if out else Path(workdir) / "eda")
+    log(f"wrote {summary.parent} ({', '.join(sorted(p.name for p in summary.parent.iterdir()))})")
+    return summary

@@ -1,0 +1,104 @@
+"""Resolve the data a command runs on: a prepared TFDS dataset, or the embedded synthetic default.
+
+With no `--data-dir`, the procedural generator writes a TOP-layout directory once into the user
+cache (respecting XDG_CACHE_HOME) and the same TFDS builder prepares it, so the synthetic default
+and the real TOP data go through one code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from jaxfundus.data import synthetic
+from jaxfundus.data.tfds_dataset import DataError, build_dataset, load_dataset
+from tfds_builder.tsukazaki_optos.tsukazaki_optos_dataset_builder import IMAGE_SIZES, config_name
+
+DEFAULT_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A random-access record source plus its index (one row per record, no image decoding)."""
+
+    source: Any
+    index: pd.DataFrame
+    stored_size: int
+    data_dir: Path
+    synthetic: bool
+    fingerprint: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"data_dir": str(self.data_dir), "synthetic": self.synthetic,
+                "stored_image_size": self.stored_size, "fingerprint": self.fingerprint,
+                "n_images": len(self.index), "n_patients": int(self.index["patient_id"].nunique())}
+
+    def headline(self) -> str:
+        kind = ("SYNTHETIC default data (procedural fundus generator, not real patients)"
+                if self.synthetic else "prepared TOP-layout data")
+        return (f"{kind}: {len(self.index)} images of {self.index['patient_id'].nunique()} "
+                f"patients at {self.data_dir} [fingerprint {self.fingerprint}]")
+
+
+def cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/jaxfundus` (default ~/.cache/jaxfundus)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jaxfundus"
+
+
+def stored_size_for(image_size: int) -> int:
+    """The smallest builder config that holds `image_size` px without upsampling."""
+    for size in IMAGE_SIZES:
+        if size >= image_size:
+            return size
+    raise ValueError(f"image size {image_size} exceeds the largest stored size {IMAGE_SIZES[-1]}")
+
+
+def default_source(log: Callable[[str], None] = print) -> Path:
+    """The synthetic TOP-layout directory in the cache, generated on first use."""
+    target = cache_dir() / f"synthetic-v{synthetic.GENERATOR_VERSION}-seed{DEFAULT_SEED}" / "source"
+    if (target / "data.csv").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log(f"generating the synthetic default dataset into {target} (first run only)")
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".source-"))
+    try:
+        summary = synthetic.generate(staging, seed=DEFAULT_SEED, masks=True)
+        os.replace(staging, target)  # atomic: a half-written directory is never used
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"generated {summary['counts']['images']} synthetic images of "
+        f"{summary['counts']['patients']} patients")
+    return target
+
+
+def open_dataset(data_dir: str | os.PathLike | None, image_size: int,
+                 log: Callable[[str], None] = print) -> Dataset:
+    """Prepared data at `data_dir` (the smallest stored size >= image_size), or the default."""
+    size = stored_size_for(image_size)
+    if data_dir is None:
+        source_dir = default_source(log)
+        prepared = source_dir.parent / "tfds"
+        build_dataset(source_dir, prepared, image_size=size)
+        loaded = load_dataset(prepared, size)
+        return Dataset(loaded.source, loaded.index, size, prepared, True, loaded.fingerprint)
+    loaded = _load_smallest(Path(data_dir), image_size)
+    return Dataset(loaded.source, loaded.index, loaded.image_size, Path(data_dir), False,
+                   loaded.fingerprint)
+
+
+def _load_smallest(data_dir: Path, image_size: int):
+    for size in IMAGE_SIZES:
+        if size >= image_size and (data_dir / "tsukazaki_optos" / config_name(size)).is_dir():
+            return load_dataset(data_dir, size)
+    raise DataError(
+        f"no prepared dataset in {data_dir} with images of at least {image_size} px; run "
+        f"`invoke data --source TOP_DIR --data-dir {data_dir} --image-size "
+        f"{stored_size_for(image_size)}`")

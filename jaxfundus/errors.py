@@ -1,0 +1,9 @@
+"""The errors a user can cause and fix; the CLI prints them as one line without a traceback."""
+
+from jaxfundus.config import ConfigError
+from jaxfundus.data.images import ImageError
+from jaxfundus.data.top_source import DataError
+from jaxfundus.train.loop import TrainingDiverged
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, ImageError, TrainingDiverged,
+                                            FileNotFoundError)
