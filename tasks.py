@@ -1,0 +1,92 @@
+"""Entry points: `invoke train --task=five-rare`, `invoke data ...`, `invoke eval --all`, ...
+
+Thin layer: parse flags, call jaxfundus.commands, turn known errors into one-line messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from invoke import Exit, task
+
+
+def _friendly_errors(func):
+    """Known user-facing errors -> one line on stderr and exit code 1, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from jaxfundus.errors import USER_ERRORS
+
+        try:
+            return func(*args, **kwargs)
+        except USER_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise Exit(code=1) from None
+
+    return wrapper
+
+
+def _int(value):
+    return None if value is None else int(value)
+
+
+def _float(value):
+    return None if value is None else float(value)
+
+
+@task(help={
+    "task": "task or group name (see experiments/), e.g. five-rare, rare-vs-normal",
+    "all": "train the whole task matrix",
+    "model": "one of the task's models (default: all of them)",
+    "preset": "smoke | cpu | paper (default: cpu without an accelerator, paper with one)",
+    "data-dir": "prepared TFDS data (invoke data); default: the synthetic dataset",
+    "workdir": "where runs are written (default runs)",
+    "retrain": "train again even when the run has finished",
+    "threshold": "anomaly tasks: a manual decision threshold on the normalised score",
+    "anomaly-test-set": "anomaly tasks: patients | study-imbalanced | study-reduced",
+    "coordinator": "multi-process: coordinator address host:port (jax.distributed)",
+})
+@_friendly_errors
+def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_size=None,
+          batch_size=None, learning_rate=None, seed=None, data_dir=None, workdir=None,
+          dtype=None, workers=None, retrain=False, threshold=None, anomaly_test_set=None,
+          coordinator=None, num_processes=None, process_id=None):
+    """Train a task of the matrix (all its models and folds), or --all of it."""
+    if coordinator:
+        from jaxfundus.train.mesh import initialize_distributed
+
+        initialize_distributed(coordinator, int(num_processes), int(process_id))
+    from jaxfundus import commands
+
+    commands.train(task=task, model=model, all_tasks=all_, preset=preset, retrain=retrain,
+                   epochs=_int(epochs), image_size=_int(image_size),
+                   batch_size=_int(batch_size), learning_rate=_float(learning_rate),
+                   seed=_int(seed), data_dir=data_dir, workdir=workdir, dtype=dtype,
+                   workers=_int(workers), threshold=_float(threshold),
+                   anomaly_test_set=anomaly_test_set)
+
+
+@task(help={
+    "source": "a TOP-layout directory (data.csv + img/)",
+    "data-dir": "where the TFDS dataset is written",
+    "image-size": "stored square size in px (32, 64, 128, 256, 512, 1024)",
+    "strict": "refuse the whole build if any row is bad",
+})
+@_friendly_errors
+def data(c, source, data_dir, image_size=256, strict=False):
+    """Prepare the TFDS dataset from TOP data (bad rows are skipped and reported)."""
+    from jaxfundus import commands
+
+    commands.prepare_data(source=source, data_dir=data_dir, image_size=int(image_size),
+                          strict=strict)
+
+
+@task(help={"source": "a TOP-layout directory (default: the synthetic data)",
+            "out": "output folder (default WORKDIR/eda)", "workdir": "default runs"})
+@_friendly_errors
+def eda(c, source=None, out=None, workdir="runs"):
+    """The study's EDA figures (age/sex, disease counts, co-occurrence, samples) + summary.md."""
+    from jaxfundus import commands
+
+    commands.eda(source=source, out=out, workdir=workdir)
