@@ -85,7 +85,7 @@ class Trainer:
         """Train on `train`, select on `val`, resuming from `run_dir`'s latest checkpoint."""
         config, parallel = self.config, self.parallel
         n_steps = steps_per_epoch(len(train.indices), config.batch_size)
-        state = parallel.put_replicated(self.method.init_state(config.seed, train.targets))
+        state = self.init_state(train.targets)
         iterator = train_batches(
             train.source, train.indices, train.targets, image_size=config.image_size,
             global_batch=config.batch_size, epochs=config.epochs, seed=config.seed,
@@ -115,6 +115,11 @@ class Trainer:
                 writer.close()
             checkpoints.close()
         return FitResult(state, meta["history"], meta["best_epoch"], resumed_from)
+
+    def init_state(self, train_targets: np.ndarray) -> Any:
+        """Fresh state, created replicated on every device of every process."""
+        return jax.jit(lambda: self.method.init_state(self.config.seed, train_targets),
+                       out_shardings=self.parallel.replicated)()
 
     def restore_best(self, run_dir: Path, train_targets: np.ndarray) -> Any:
         """The best checkpoint of a finished run (for re-evaluation and prediction)."""

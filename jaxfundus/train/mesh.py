@@ -12,18 +12,14 @@ DATA_AXIS = "data"
 
 
 def initialize_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
-    """Join a multi-process run (call before any other JAX use). CPU runs use gloo collectives."""
-    if jax.config.jax_platforms in (None, "", "cpu") and not _has_accelerator():
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    """Join a multi-process run (call before any other JAX use).
+
+    CPU devices need gloo collectives across processes; the setting only affects the CPU
+    backend, so it is harmless on GPU/TPU hosts.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
-
-
-def _has_accelerator() -> bool:
-    try:
-        return any(d.platform != "cpu" for d in jax.devices())
-    except RuntimeError:
-        return False
 
 
 class DataParallel:
@@ -69,9 +65,6 @@ class DataParallel:
         """This process's slice of a global batch -> global arrays sharded on `data`."""
         return {k: jax.make_array_from_process_local_data(self.batch, np.asarray(v))
                 for k, v in local_batch.items()}
-
-    def put_replicated(self, tree):
-        return jax.device_put(tree, self.replicated)
 
     def gather(self, tree) -> dict[str, np.ndarray]:
         """Global (sharded) arrays -> full numpy arrays on every process."""
