@@ -114,3 +114,43 @@ def eda(*, source: str | None = None, out: str | None = None, workdir: str = "ru
     summary = write_eda(source_dir, Path(out) if out else Path(workdir) / "eda")
     log(f"wrote {summary.parent} ({', '.join(sorted(p.name for p in summary.parent.iterdir()))})")
     return summary
+
+
+def evaluate(*, task: str | None = None, model: str | None = None, all_tasks: bool = False,
+             workdir: str = "runs", threshold: float | None = None, log: Log = print) -> list:
+    """Re-evaluate trained runs' best checkpoints on their test splits (--all: every run, then
+    the report). Runs of the matrix that were never trained are listed as such."""
+    from jaxfundus.data.datasets import open_dataset
+    from jaxfundus.experiment import evaluate_task, saved_config
+    from jaxfundus.train.mesh import DataParallel
+
+    pairs = matrix(task, model, all_tasks)
+    parallel = DataParallel()
+    summaries, not_trained, datasets = [], [], {}
+    for task_name, model_name in pairs:
+        config = saved_config(workdir, task_name, model_name, threshold=threshold)
+        if config is None:
+            not_trained.append(f"{task_name}/{model_name}")
+            continue
+        key = (config.data_dir, config.image_size)
+        if key not in datasets:
+            log(f"data: {data_headline(config.data_dir)}")
+            datasets[key] = open_dataset(config.data_dir, config.image_size, log)
+        log(f"== evaluating {task_name} / {model_name}")
+        summaries.append(evaluate_task(config, datasets[key], parallel=parallel, log=log))
+    if not_trained:
+        log(f"not trained ({len(not_trained)}): {', '.join(not_trained)}")
+    if all_tasks:
+        report(workdir=workdir, log=log)
+    elif not summaries:
+        raise ConfigError(f"nothing to evaluate: {', '.join(not_trained)} not trained in {workdir}")
+    return summaries
+
+
+def report(*, workdir: str = "runs", log: Log = print) -> Path:
+    """Write WORKDIR/report/{summary.csv, summary.md, index.html}."""
+    from jaxfundus.evaluate.report import write_report
+
+    path = write_report(Path(workdir))
+    log(f"report: {path}")
+    return path

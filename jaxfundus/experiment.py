@@ -21,6 +21,7 @@ import pandas as pd
 from jaxfundus.config import RunConfig, TaskSpec, load_task
 from jaxfundus.data.selection import TaskExamples, select_examples
 from jaxfundus.data.splits import TEST, TRAIN, VAL, assign_anomaly_splits, assign_splits
+from jaxfundus.evaluate.reconstructions import localisation_auroc, write_reconstructions
 from jaxfundus.evaluate.results import anomaly_results, supervised_results
 from jaxfundus.io import write_csv_atomic, write_json_atomic
 from jaxfundus.provenance import git_commit, package_versions
@@ -38,6 +39,7 @@ def run_dir(workdir: str | Path, task: str, model: str, fold: int) -> Path:
 
 
 def task_folds(spec: TaskSpec) -> list[int]:
+    """Fold numbers of a task: 0..k-1 with k-fold cross-validation, else just 0."""
     return list(range(spec.cv_folds)) if spec.cv_folds else [0]
 
 
@@ -135,6 +137,11 @@ def evaluate_fold(trainer: Trainer, spec: TaskSpec, plan: FoldPlan, dataset, dir
             test_frame, outputs["score"], val.targets, val_outputs["score"],
             criterion=trainer.config.threshold_criterion,
             manual_threshold=trainer.config.threshold)
+        size = trainer.config.image_size
+        metrics.update(localisation_auroc(trainer.method, state, dataset, test_frame, size))
+        if trainer.parallel.is_primary:
+            write_reconstructions(trainer.method, state, dataset, test_frame, size,
+                                  directory / "reconstructions.png")
     else:
         predictions, metrics = supervised_results(test_frame, outputs["probs"], spec.classes,
                                                   multi_label=spec.kind == "multi-label")
@@ -187,3 +194,49 @@ def write_summary(config: RunConfig, spec: TaskSpec) -> dict:
         summary["n_test"] = int(sum(m["n_test"] for m in fold_metrics))
     write_json_atomic(summary, Path(config.workdir) / spec.name / config.model / "summary.json")
     return summary
+
+
+def saved_config(workdir: str | Path, task: str, model: str, **overrides: Any) -> RunConfig | None:
+    """The RunConfig a run was trained with (from its first fold's config.json), or None."""
+    spec = load_task(task)
+    for fold in task_folds(spec):
+        path = run_dir(workdir, task, model, fold) / "config.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            fields = {f.name for f in dataclasses.fields(RunConfig)}
+            values = {k: v for k, v in record.items() if k in fields}
+            values.update({k: v for k, v in overrides.items() if v is not None})
+            values["workdir"] = str(workdir)
+            return RunConfig(**values)
+    return None
+
+
+def evaluate_task(config: RunConfig, dataset, *, parallel: DataParallel | None = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """Re-score each trained fold's best checkpoint on its test split; rewrite the results."""
+    spec = load_task(config.task)
+    parallel = parallel or DataParallel()
+    plans = plan_folds(spec, config, dataset.index)
+    method = make_method(spec, config, max(int((p.split == TRAIN).sum()) for p in plans))
+    trainer = Trainer(method, config, parallel)
+    for plan in plans:
+        directory = run_dir(config.workdir, spec.name, config.model, plan.fold)
+        if not (directory / "checkpoints").is_dir():
+            log(f"fold {plan.fold}: not trained ({directory})")
+            continue
+        _check_same_split(plan, directory)
+        train = split_data(dataset.source, plan.frame(TRAIN), plan.examples)
+        state = trainer.restore_best(directory, train.targets)
+        metrics = evaluate_fold(trainer, spec, plan, dataset, directory, state)
+        log(f"fold {plan.fold}: re-evaluated best checkpoint on {metrics['n_test']} test images")
+    return write_summary(config, spec) if parallel.is_primary else {}
+
+
+def _check_same_split(plan: FoldPlan, directory: Path) -> None:
+    from jaxfundus.data.top_source import DataError
+
+    saved = pd.read_csv(directory / "split.csv", dtype={"patient_id": str})
+    if not np.array_equal(saved["split"].to_numpy(), plan.split.astype(str)) or not np.array_equal(
+            saved["filename"].to_numpy(), plan.examples.frame["filename"].to_numpy()):
+        raise DataError(f"the data no longer gives the split saved in {directory / 'split.csv'}; "
+                        "evaluate with the data the run was trained on")

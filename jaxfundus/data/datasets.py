@@ -34,6 +34,7 @@ class Dataset:
     data_dir: Path
     synthetic: bool
     fingerprint: str
+    masks_dir: Path | None = None  # per-image lesion masks (the generator writes them)
 
     def describe(self) -> dict[str, Any]:
         return {"data_dir": str(self.data_dir), "synthetic": self.synthetic,
@@ -88,10 +89,12 @@ def open_dataset(data_dir: str | os.PathLike | None, image_size: int,
         prepared = source_dir.parent / "tfds"
         build_dataset(source_dir, prepared, image_size=size)
         loaded = load_dataset(prepared, size)
-        return Dataset(loaded.source, loaded.index, size, prepared, True, loaded.fingerprint)
+        return Dataset(loaded.source, loaded.index, size, prepared, True, loaded.fingerprint,
+                       masks_dir=source_dir / "masks")
     loaded = _load_smallest(Path(data_dir), image_size)
+    masks = loaded.source_dir / "masks" if loaded.source_dir else None
     return Dataset(loaded.source, loaded.index, loaded.image_size, Path(data_dir), False,
-                   loaded.fingerprint)
+                   loaded.fingerprint, masks_dir=masks if masks and masks.is_dir() else None)
 
 
 def _load_smallest(data_dir: Path, image_size: int):

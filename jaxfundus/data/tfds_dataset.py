@@ -61,6 +61,7 @@ class LoadedDataset:
     dataset_dir: Path
     image_size: int
     fingerprint: str
+    source_dir: Path | None = None  # the TOP directory it was built from, when recorded
 
 
 def build_dataset(
@@ -123,7 +124,12 @@ def load_dataset(data_dir: str | os.PathLike, image_size: int) -> LoadedDataset:
         dataset_dir=Path(builder.data_dir),
         image_size=image_size,
         fingerprint=builder.info.metadata["fingerprint"],
+        source_dir=_recorded_source(builder.info.metadata),
     )
+
+
+def _recorded_source(metadata) -> Path | None:
+    return Path(metadata["source_dir"]) if metadata.get("source_dir") else None
 
 
 def _builder(data_dir: str | os.PathLike, image_size: int, strict: bool = False) -> Builder:

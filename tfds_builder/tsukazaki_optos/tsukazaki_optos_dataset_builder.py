@@ -7,6 +7,7 @@ so that building works without TensorFlow.
 
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -117,6 +118,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             n_kept=len(scan.records),
             n_bad=len(scan.bad_rows),
             n_missing=scan.n_missing,
+            # Where the photographs came from, so evaluation can find optional lesion masks.
+            source_dir=str(Path(source_dir).resolve()),
         )
         return {"train": self._generate_examples(scan.records)}
 

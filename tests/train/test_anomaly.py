@@ -1,0 +1,101 @@
+"""GANomaly and VAE trained through the shared loop on the tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+
+from jaxfundus import commands
+from jaxfundus.evaluate.thresholds import ScoreNormalizer, choose_threshold
+
+
+def _train(tiny_data, workdir, model, **kwargs):
+    return commands.train(task=model, model=model, preset="smoke",
+                          data_dir=str(tiny_data.data_dir), workdir=str(workdir),
+                          log=lambda _: None, **kwargs)
+
+
+def _run(workdir, model):
+    run = workdir / model / model / "fold-0"
+    return run, json.loads((run / "metrics.json").read_text()), pd.read_csv(run / "predictions.csv")
+
+
+@pytest.fixture(scope="module")
+def vae_run(tiny_data, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("vae")
+    _train(tiny_data, workdir, "vae", epochs=30, learning_rate=2e-3)
+    return workdir
+
+
+def test_vae_scores_clearly_abnormal_images_above_normals(vae_run, tiny_data):
+    _, metrics, predictions = _run(vae_run, "vae")
+    assert list(predictions.columns) == ["filename", "patient_id", "label", "score", "pred"]
+    labels = pd.read_csv(tiny_data.source_dir / "data.csv").set_index("filename")
+    clear = labels[["RD", "AO", "RP"]].sum(1).loc[predictions.filename].to_numpy() > 0
+    normal = predictions.score[predictions.label == 0]
+    assert clear.any() and predictions.score[clear].mean() > normal.mean()
+
+
+def test_metrics_match_scikit_learn_from_predictions(vae_run):
+    _, metrics, predictions = _run(vae_run, "vae")
+    y, score, pred = predictions.label, predictions.score, predictions.pred
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(y, score), abs=1e-9)
+    assert metrics["auprc"] == pytest.approx(average_precision_score(y, score), abs=1e-9)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert metrics["f1"] == pytest.approx(f1_score(y, pred))
+    assert metrics["baseline_all_anomalous"]["accuracy"] == pytest.approx(y.mean())
+    assert np.array_equal(pred, (score >= metrics["threshold"]).astype(int))
+
+
+def test_threshold_comes_from_validation_and_is_applied_unchanged(vae_run, tiny_data):
+    from jaxfundus.config import resolve_config
+    from jaxfundus.data.datasets import open_dataset
+    from jaxfundus.experiment import plan_folds, split_data
+    from jaxfundus.config import load_task
+    from jaxfundus.train.loop import Trainer
+    from jaxfundus.train.mesh import DataParallel
+    from jaxfundus.train.methods import make_method
+
+    run, metrics, _ = _run(vae_run, "vae")
+    assert metrics["threshold_source"] == "validation"
+    config = resolve_config("vae", "vae", "smoke", epochs=6, data_dir=str(tiny_data.data_dir))
+    dataset = open_dataset(config.data_dir, config.image_size, log=lambda _: None)
+    [plan] = plan_folds(load_task("vae"), config, dataset.index)
+    trainer = Trainer(make_method(load_task("vae"), config, 100), config, DataParallel())
+    train = split_data(dataset.source, plan.frame("train"), plan.examples)
+    val = split_data(dataset.source, plan.frame("val"), plan.examples)
+    state = trainer.restore_best(run, train.targets)
+    val_scores = trainer.predict(state, val)["score"]
+    normalizer = ScoreNormalizer.fit(val_scores)
+    assert metrics["normalizer"] == pytest.approx(normalizer.to_dict())
+    expected = choose_threshold(val.targets, normalizer.transform(val_scores), "f1")
+    assert metrics["threshold"] == pytest.approx(expected)
+
+
+def test_manual_threshold_is_honoured_exactly(vae_run, tiny_data):
+    from jaxfundus.commands import evaluate
+
+    evaluate(task="vae", model="vae", workdir=str(vae_run), threshold=0.123456,
+             log=lambda _: None)
+    _, metrics, predictions = _run(vae_run, "vae")
+    assert metrics["threshold"] == 0.123456 and metrics["threshold_source"] == "manual"
+    assert np.array_equal(predictions.pred, (predictions.score >= 0.123456).astype(int))
+
+
+def test_reconstructions_and_localisation_are_reported(vae_run):
+    run, metrics, _ = _run(vae_run, "vae")
+    assert (run / "reconstructions.png").stat().st_size > 10_000
+    assert metrics["n_localisation_images"] > 0 and 0 <= metrics["pixel_auroc"] <= 1
+
+
+def test_ganomaly_trains_through_the_shared_loop(tiny_data, tmp_path):
+    _train(tiny_data, tmp_path, "ganomaly", epochs=2)
+    run, metrics, predictions = _run(tmp_path, "ganomaly")
+    history = pd.read_csv(run / "history.csv")
+    assert {"train_loss", "train_disc_loss", "val_auroc"} <= set(history.columns)
+    assert np.isfinite(predictions.score).all() and metrics["auroc"] is not None
+    assert (run / "reconstructions.png").is_file()
