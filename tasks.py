@@ -90,3 +90,43 @@ def eda(c, source=None, out=None, workdir="runs"):
     from jaxfundus import commands
 
     commands.eda(source=source, out=out, workdir=workdir)
+
+
+@task(help={
+    "task": "task or group to re-evaluate", "all": "every run of the matrix, then the report",
+    "model": "one model of the task", "workdir": "default runs",
+    "threshold": "anomaly tasks: use this manual threshold (normalised score) instead",
+})
+@_friendly_errors
+def eval(c, task=None, all_=False, model=None, workdir="runs", threshold=None):  # noqa: A001
+    """Re-evaluate trained runs' best checkpoints on their test splits (--all writes the report)."""
+    from jaxfundus import commands
+
+    commands.evaluate(task=task, model=model, all_tasks=all_, workdir=workdir,
+                      threshold=_float(threshold))
+
+
+@task(help={"workdir": "default runs"})
+@_friendly_errors
+def report(c, workdir="runs"):
+    """Write WORKDIR/report/{summary.csv, summary.md, index.html} from the trained runs."""
+    from jaxfundus import commands
+
+    commands.report(workdir=workdir)
+
+
+@task(help={
+    "task": "the trained task", "model": "its model (default: the task's first)",
+    "image": "one photograph", "folder": "score every file in a folder",
+    "json": "one JSON object per image", "workdir": "default runs",
+})
+@_friendly_errors
+def predict(c, task, model=None, image=None, folder=None, json=False, workdir="runs"):
+    """Class probabilities (or anomaly score and decision) for new photographs."""
+    from jaxfundus import commands
+
+    failures = commands.predict(task=task, model=model, image=image, folder=folder,
+                                as_json=json, workdir=workdir,
+                                warn=lambda line: print(line, file=sys.stderr))
+    if failures:
+        raise Exit(code=1)

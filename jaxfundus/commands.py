@@ -154,3 +154,21 @@ def report(*, workdir: str = "runs", log: Log = print) -> Path:
     path = write_report(Path(workdir))
     log(f"report: {path}")
     return path
+
+
+def predict(*, task: str, model: str | None = None, image: str | None = None,
+            folder: str | None = None, as_json: bool = False, workdir: str = "runs",
+            log: Log = print, warn: Log = print) -> int:
+    """Score one image or a folder; returns the number of files that could not be scored."""
+    from jaxfundus.evaluate.predict import Predictor, image_files, predict_files
+
+    files = image_files(image, folder)
+    predictor = Predictor(workdir, task, model)
+    failures = 0
+    for prediction, error in predict_files(predictor, files):
+        if error:
+            failures += 1
+            warn(f"error: {error}")
+        else:
+            log(prediction.to_json() if as_json else prediction.to_text())
+    return failures
