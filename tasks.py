@@ -130,3 +130,22 @@ def predict(c, task, model=None, image=None, folder=None, json=False, workdir="r
                                 warn=lambda line: print(line, file=sys.stderr))
     if failures:
         raise Exit(code=1)
+
+
+@task(help={
+    "model": "resnet50 | resnet18 | inception-v3 | simple-cnn | ganomaly | vae",
+    "image-size": "square input size in px", "batch-size": "global batch",
+    "steps": "timed steps (after compilation and warm-up)", "dtype": "float32 | bfloat16",
+    "pipeline": "benchmark the Grain input pipeline instead of the step",
+    "workers": "pipeline worker processes", "compare": "also time the PyTorch ResNet-50 step",
+    "json": "one JSON line", "data-dir": "pipeline data (default: the synthetic dataset)",
+})
+@_friendly_errors
+def bench(c, model="resnet50", image_size=128, batch_size=16, steps=10, dtype="float32",
+          pipeline=False, workers=0, compare=False, json=False, data_dir=None):
+    """Images/s, step and compile time, FLOPs and MFU of the real training step."""
+    from jaxfundus import commands
+
+    commands.bench(model=model, image_size=int(image_size), batch_size=int(batch_size),
+                   steps=int(steps), dtype=dtype, pipeline=pipeline, workers=int(workers),
+                   compare=compare, as_json=json, data_dir=data_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -172,3 +173,42 @@ def predict(*, task: str, model: str | None = None, image: str | None = None,
         else:
             log(prediction.to_json() if as_json else prediction.to_text())
     return failures
+
+
+def bench(*, model: str = "resnet50", image_size: int = 128, batch_size: int = 16,
+          steps: int = 10, dtype: str = "float32", pipeline: bool = False, workers: int = 0,
+          compare: bool = False, as_json: bool = False, data_dir: str | None = None,
+          log: Log = print) -> dict:
+    """Benchmark the training step (or the input pipeline); --compare adds the PyTorch step."""
+    from jaxfundus import bench as benchmarks
+
+    if pipeline:
+        result = benchmarks.bench_pipeline(image_size, batch_size, workers=workers,
+                                           data_dir=data_dir, log=log if not as_json else print)
+        log(json.dumps(result) if as_json else
+            f"pipeline: {result['img_per_s']:.1f} images/s ({image_size} px from stored "
+            f"{result['stored_size']} px, batch {batch_size}, {workers} worker processes)")
+        return result
+    result = benchmarks.bench_train_step(model, image_size, batch_size, steps=steps, dtype=dtype)
+    if compare and model == "resnet50":
+        reference = benchmarks.bench_torch_reference(image_size, batch_size, steps)
+        result["torch_img_per_s"] = reference["img_per_s"] if reference else None
+        result["ratio_vs_torch"] = (result["img_per_s"] / reference["img_per_s"]
+                                    if reference else None)
+    if as_json:
+        log(json.dumps(result))
+        return result
+    log(f"{model} train step, {image_size} px, batch {batch_size}, {dtype}, {result['devices']}")
+    log(f"  {result['img_per_s']:.1f} images/s, step {result['step_s'] * 1e3:.1f} ms, "
+        f"compile {result['compile_s']:.1f} s")
+    log(f"  {result['flops_per_step'] / 1e9:.1f} GFLOP/step, "
+        f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s achieved, matmul peak "
+        f"{result['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s, MFU {result['mfu']:.1%}")
+    log(f"  peak resident memory {result['peak_rss_gib']:.2f} GiB")
+    if "ratio_vs_torch" in result:
+        if result["ratio_vs_torch"] is None:
+            log("  PyTorch reference unavailable (pip install torch==2.13.0 to compare)")
+        else:
+            log(f"  PyTorch eager reference {result['torch_img_per_s']:.1f} images/s -> "
+                f"ratio {result['ratio_vs_torch']:.2f}x")
+    return result

@@ -72,7 +72,7 @@ class Trainer:
         self.method = method
         self.config = config
         self.parallel = parallel
-        self._train_step = jax.jit(method.train_step,
+        self.train_step = jax.jit(method.train_step,
                                    in_shardings=(parallel.replicated, parallel.batch),
                                    out_shardings=(parallel.replicated, parallel.replicated),
                                    donate_argnums=0)
@@ -162,7 +162,7 @@ class Trainer:
                    disable=True if parallel.process_index else None)  # None: off without a TTY
         for step_in_epoch in bar:
             batch = parallel.put_batch(_device_fields(next(iterator)))
-            state, metrics = self._train_step(state, batch)
+            state, metrics = self.train_step(state, batch)
             metrics = {k: float(v) for k, v in metrics.items()}
             _check_finite(metrics, meta["step"] + 1, checkpoints)
             for name, value in metrics.items():

@@ -1,0 +1,114 @@
+"""Benchmarks of the real training step and the input pipeline (`invoke bench`).
+
+The step timed is the Trainer's own jitted, sharded, donated step, so a figure measured here is
+the figure training gets. Compile time, XLA cost-analysis FLOPs and the achieved FLOP/s against
+a matmul peak measured in the same process are reported with it.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfundus.config import resolve_config, load_task
+from jaxfundus.train.loop import Trainer
+from jaxfundus.train.mesh import DataParallel
+from jaxfundus.train.methods import make_method
+
+ANOMALY_MODELS = ("ganomaly", "vae")
+TORCH_REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_resnet50.py"
+
+
+def matmul_peak_flops(dtype: str = "float32", n: int = 2048, repeats: int = 10) -> float:
+    """Achieved FLOP/s of a jitted n x n matmul on the default device (the practical peak)."""
+    a = jnp.ones((n, n), dtype)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times)
+
+
+def bench_train_step(model: str, image_size: int, batch_size: int, *, steps: int = 10,
+                     warmup: int = 2, dtype: str = "float32") -> dict:
+    """Time the training step of `model` on random data; returns the figures as a dict."""
+    task = model if model in ANOMALY_MODELS else "five-rare"
+    spec = load_task(task)
+    config = resolve_config(task, model, "cpu", image_size=image_size, batch_size=batch_size,
+                            dtype=dtype)
+    parallel = DataParallel()
+    trainer = Trainer(make_method(spec, config, batch_size * 100), config, parallel)
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, len(spec.classes), batch_size).astype(np.int32)
+    state = trainer.init_state(targets)
+    batch = parallel.put_batch({
+        "image": rng.standard_normal((batch_size, image_size, image_size, 3), np.float32),
+        "target": targets, "mask": np.ones(batch_size, bool)})
+    start = time.perf_counter()
+    compiled = trainer.train_step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    peak = matmul_peak_flops("bfloat16" if dtype == "bfloat16" else "float32")
+    return {"model": model, "image_size": image_size, "batch_size": batch_size, "dtype": dtype,
+            "devices": parallel.describe(), "img_per_s": batch_size / step_s, "step_s": step_s,
+            "compile_s": compile_s, "flops_per_step": flops, "achieved_flops_per_s": flops / step_s,
+            "matmul_peak_flops_per_s": peak, "mfu": flops / step_s / peak,
+            "peak_rss_gib": peak_rss_gib()}
+
+
+def bench_pipeline(image_size: int, batch_size: int, *, steps: int = 20, workers: int = 0,
+                   data_dir: str | None = None, log=print) -> dict:
+    """Images/s of the Grain training pipeline (decode, resize, augment, normalise, batch)."""
+    from jaxfundus.data.datasets import open_dataset
+    from jaxfundus.data.pipeline import train_batches
+
+    dataset = open_dataset(data_dir, image_size, log)
+    indices = np.arange(len(dataset.index))
+    iterator = train_batches(dataset.source, indices, np.zeros(len(indices), np.int32),
+                             image_size=image_size, global_batch=batch_size, epochs=100, seed=0,
+                             workers=workers)
+    next(iterator)  # start-up (and worker spawn) is not throughput
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)
+    seconds = time.perf_counter() - start
+    return {"pipeline": "grain train_batches", "image_size": image_size,
+            "stored_size": dataset.stored_size, "batch_size": batch_size, "workers": workers,
+            "img_per_s": steps * batch_size / seconds}
+
+
+def bench_torch_reference(image_size: int, batch_size: int, steps: int = 10) -> dict | None:
+    """The PyTorch eager ResNet-50 step of benchmarks/, in a subprocess; None without torch."""
+    result = subprocess.run([sys.executable, str(TORCH_REFERENCE), "--image-size",
+                             str(image_size), "--batch-size", str(batch_size), "--steps",
+                             str(steps)], capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
