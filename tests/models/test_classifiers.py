@@ -1,0 +1,154 @@
+"""Classifier zoo: shapes, parameter counts, mixed precision, BatchNorm modes, training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxfundus.models.registry import CLASSIFIERS, MODEL_NAMES, build_classifier
+from jaxfundus.models.resnet import max_pool_3x3_stride2, same_conv_as_matmul
+from jaxfundus.models.simple_cnn import SimpleCNN
+
+# Keras' include_top=False trainable counts; ResNet50 minus its 26,560 conv biases.
+BACKBONE_PARAMS = {"resnet50": 23_534_592 - 26_560, "inception-v3": 21_768_352}
+BACKBONE_WIDTH = {"resnet18": 512, "resnet50": 2048, "inception-v3": 2048}
+
+
+def count(tree) -> int:
+    return sum(leaf.size for leaf in jax.tree.leaves(tree))
+
+
+def abstract_forward(model: nnx.Module, shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
+    """Trace the forward pass without compiling or running it."""
+    graphdef, state = nnx.split(model)
+    images = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return jax.eval_shape(lambda s, x: nnx.merge(graphdef, s, copy=True)(x), state, images)
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation):
+    """The training loop's pattern: plain jax.jit over split state, merge inside."""
+
+    @jax.jit
+    def train_step(params, rest, opt_state, images, labels):
+        def loss_fn(params):
+            # copy=True: the merged Variables must belong to this (grad) trace to be updated.
+            model = nnx.merge(graphdef, params, rest, copy=True)
+            logits = model(images)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, nnx.state(model, nnx.Not(nnx.Param))
+
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, loss
+
+    return train_step
+
+
+def rngs(seed: int = 0) -> nnx.Rngs:
+    # 'rbg' keys: threefry initialisers compile for ~1 s per parameter shape on CPU.
+    return nnx.Rngs(jax.random.key(seed, impl="rbg"))
+
+
+def jit_forward(model: nnx.Module):
+    """Jitted ``state, images -> logits`` in the model's current train/eval mode."""
+    graphdef, state = nnx.split(model)
+    return state, jax.jit(lambda state, x: nnx.merge(graphdef, state, copy=True)(x))
+
+
+def tiny_batch(height: int, width: int | None = None, batch: int = 8):
+    """Noise images whose mean brightness gives the label, so a few steps can fit them."""
+    rng = np.random.default_rng(0)  # numpy: jax.random would compile a sampler per shape
+    labels = np.arange(batch) % 2
+    noise = rng.normal(size=(batch, height, width or height, 3)).astype(np.float32)
+    return jnp.asarray(noise + labels[:, None, None, None]), jnp.asarray(labels)
+
+
+def test_registry_names_and_unknown_name():
+    assert set(CLASSIFIERS) == {"simple-cnn", "resnet18", "resnet50", "inception-v3"}
+    assert MODEL_NAMES[: len(CLASSIFIERS)] == list(CLASSIFIERS)
+    with pytest.raises(ValueError, match="unknown model 'vgg16'; choose from: simple-cnn"):
+        build_classifier("vgg16", 2, rngs=rngs())
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_bfloat16_forward_shape_and_parameter_count(name):
+    model = nnx.eval_shape(lambda: build_classifier(name, 3, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
+    out = abstract_forward(model, (2, 32, 32, 3))
+    assert (out.shape, out.dtype) == ((2, 3), jnp.float32)
+    params = nnx.state(model, nnx.Param)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    if name in BACKBONE_PARAMS:
+        assert count(params) == BACKBONE_PARAMS[name] + BACKBONE_WIDTH[name] * 3 + 3
+
+
+def test_inception_stem_keeps_keras_sizes_from_75_px():
+    model = nnx.eval_shape(lambda: build_classifier("inception-v3", 1, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+
+    def stem(state, x):
+        padding = "VALID" if x.shape[1] >= 75 else "SAME"  # as InceptionV3.__call__
+        return nnx.merge(graphdef, state, copy=True).stem(x, padding)
+
+    for size, expected in [(299, 35), (75, 7), (32, 4)]:
+        images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+        assert jax.eval_shape(stem, state, images).shape == (1, expected, expected, 192)
+
+
+@pytest.mark.parametrize(("height", "width", "strides"), [(1, 1, 1), (2, 5, 1), (4, 3, 2)])
+def test_small_map_matmul_conv_matches_xla_conv(height, width, strides):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, height, width, 8)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 8, 4)).astype(np.float32)
+    expected = jax.lax.conv_general_dilated(
+        x, kernel, (strides, strides), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    actual = same_conv_as_matmul(x, kernel, strides)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_slice_max_pool_matches_reduce_window():
+    relu_out = np.maximum(np.random.default_rng(0).normal(size=(2, 19, 20, 4)), 0).astype(
+        np.float32
+    )
+    # Zero padding (Keras' ZeroPadding2D) equals reduce-window's -inf padding after a ReLU.
+    expected = nnx.max_pool(relu_out, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(max_pool_3x3_stride2(relu_out), expected)
+
+
+def test_bfloat16_batchnorm_modes_on_non_square_images():
+    # No dropout, so the train/eval difference comes from BatchNorm alone.
+    model = SimpleCNN(2, use_batchnorm=True, dropout_rate=0.0, dtype=jnp.bfloat16, rngs=rngs())
+    images, _ = tiny_batch(48, 64, batch=4)
+    model.eval()
+    state, eval_forward = jit_forward(model)
+    first, second = eval_forward(state, images), eval_forward(state, images)
+    assert (first.shape, first.dtype) == ((4, 2), jnp.float32)
+    assert np.isfinite(np.asarray(first)).all()
+    np.testing.assert_array_equal(first, second)
+    model.train()
+    state, train_forward = jit_forward(model)
+    assert not np.allclose(first, train_forward(state, images))
+
+
+@pytest.mark.parametrize("name", ["simple-cnn", "resnet18"])
+def test_jitted_split_state_training_reduces_loss(name):
+    model = build_classifier(name, 2, rngs=rngs())
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    optimizer = optax.adam(1e-3)
+    opt_state = optimizer.init(params)
+    train_step = make_train_step(graphdef, optimizer)
+    images, labels = tiny_batch(32)
+    losses = []
+    for _ in range(6):
+        params, rest, opt_state, loss = train_step(params, rest, opt_state, images, labels)
+        losses.append(float(loss))
+    assert losses[-1] < losses[0], losses
+    # Batch statistics (and dropout's rng counter) come back updated through the state.
+    nnx.update(model, params, rest)
+    if name == "resnet18":
+        assert float(jnp.abs(model.stem.norm.mean[...]).sum()) > 0
+    else:
+        assert int(model.dropout.rngs.count[...]) == 6
