@@ -14,7 +14,7 @@ ANOMALY_TEST_SETS = ("patients", "study-imbalanced", "study-reduced")
 
 
 class ConfigError(ValueError):
-    """A task, model, preset or option that does not exist or does not fit; the message says which."""
+    """A task, model, preset or option that does not exist or does not fit (message says which)."""
 
 
 @dataclasses.dataclass(frozen=True)

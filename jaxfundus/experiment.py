@@ -77,9 +77,11 @@ def plan_folds(spec: TaskSpec, config: RunConfig, index: pd.DataFrame) -> list[F
 
 
 def split_data(source: Any, frame: pd.DataFrame, examples: TaskExamples) -> SplitData:
+    """Rows of one split -> SplitData: int32 class ids, or float32 multi-hot for multi-label."""
     targets = frame[examples.label_columns].to_numpy()
-    targets = targets[:, 0].astype(np.int32) if targets.shape[1] == 1 else targets.astype(np.float32)
-    return SplitData(source, frame["index"].to_numpy(), targets)
+    if targets.shape[1] == 1:
+        return SplitData(source, frame["index"].to_numpy(), targets[:, 0].astype(np.int32))
+    return SplitData(source, frame["index"].to_numpy(), targets.astype(np.float32))
 
 
 def train_task(config: RunConfig, dataset, *, parallel: DataParallel | None = None,

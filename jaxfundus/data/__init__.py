@@ -1,1 +1,1 @@
-"""Data: label vocabulary, synthetic generator, TOP source validation, splits, Grain pipeline, EDA."""
+"""Data: labels, synthetic generator, TOP validation, TFDS dataset, splits, Grain pipeline, EDA."""

@@ -83,7 +83,7 @@ class _Example(grain.transforms.Map):
 
 
 class _TrainOrder:
-    """Local position -> (row, key): a fresh permutation each epoch; each process its batch slice."""
+    """Local position -> (row, key): a new permutation each epoch, each process its batch slice."""
 
     def __init__(self, n_rows, steps_per_epoch, global_batch, process_index, process_count, seed):
         self._n_rows = n_rows
@@ -116,7 +116,8 @@ class _EvalOrder:
 
     def __call__(self, position: int) -> tuple[int, tuple[int]]:
         step, offset = divmod(position, self._local_batch)
-        global_position = step * self._global_batch + self._process_index * self._local_batch + offset
+        global_position = (step * self._global_batch
+                           + self._process_index * self._local_batch + offset)
         if global_position >= self._n_rows:
             return self._n_rows - 1, (-1,)
         return global_position, (global_position,)

@@ -37,7 +37,8 @@ def assign_splits(
             raise ValueError(f"fold {fold} is outside 0..{folds - 1}")
         test_mask = _fold_mask(groups, strata, n_splits=folds, which=fold, seed=seed)
     else:
-        test_mask = _fold_mask(groups, strata, n_splits=_n_splits(test_fraction), which=0, seed=seed)
+        test_mask = _fold_mask(groups, strata, n_splits=_n_splits(test_fraction), which=0,
+                               seed=seed)
     rest = np.flatnonzero(~test_mask)
     val_in_rest = _fold_mask(
         groups[rest], strata[rest], n_splits=_n_splits(val_fraction), which=0, seed=seed + 1

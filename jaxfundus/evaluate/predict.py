@@ -24,6 +24,7 @@ from jaxfundus.train.loop import Trainer
 from jaxfundus.train.mesh import DataParallel
 from jaxfundus.train.methods import make_method
 
+
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     file: str

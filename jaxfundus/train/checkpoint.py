@@ -42,7 +42,8 @@ class RunCheckpoints:
         metrics = None if best_rank is None else {"best_rank": best_rank}
         self._manager.save(step, args=args, metrics=metrics, force=True)
 
-    def restore(self, step: int, abstract_state, data_iterator: grain.DatasetIterator | None = None):
+    def restore(self, step: int, abstract_state,
+                data_iterator: grain.DatasetIterator | None = None):
         """-> (state, meta). Restores the iterator's position in place when one is given."""
         items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
         if data_iterator is not None:
@@ -51,7 +52,8 @@ class RunCheckpoints:
         return restored["state"], restored["meta"]
 
     def read_meta(self, step: int) -> dict[str, Any]:
-        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return restored["meta"]
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -52,10 +52,9 @@ def test_metrics_match_scikit_learn_from_predictions(vae_run):
 
 
 def test_threshold_comes_from_validation_and_is_applied_unchanged(vae_run, tiny_data):
-    from jaxfundus.config import resolve_config
+    from jaxfundus.config import load_task, resolve_config
     from jaxfundus.data.datasets import open_dataset
     from jaxfundus.experiment import plan_folds, split_data
-    from jaxfundus.config import load_task
     from jaxfundus.train.loop import Trainer
     from jaxfundus.train.mesh import DataParallel
     from jaxfundus.train.methods import make_method

@@ -105,4 +105,5 @@ def test_two_processes_train_together(tiny_data, tmp_path, reference):
     assert [p.returncode for p in processes] == [0, 0], outputs
     assert "data-parallel over 2 CPU device(s) in 2 processes" in outputs[0]
     probs = [c for c in reference.columns if c.startswith("prob_")]
-    assert np.abs(_predictions(tmp_path)[probs].to_numpy() - reference[probs].to_numpy()).max() < 1e-3
+    difference = _predictions(tmp_path)[probs].to_numpy() - reference[probs].to_numpy()
+    assert np.abs(difference).max() < 1e-3
