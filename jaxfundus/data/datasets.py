@@ -75,8 +75,7 @@ def default_source(log: Callable[[str], None] = print) -> Path:
         os.replace(staging, target)  # atomic: a half-written directory is never used
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log(f"generated {summary['counts']['images']} synthetic images of "
-        f"{summary['counts']['patients']} patients")
+    log(f"generated {summary['n_images']} synthetic images of {summary['n_patients']} patients")
     return target
 
 
