@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfundus.config import resolve_config, load_task
+from jaxfundus.config import load_task, resolve_config
 from jaxfundus.train.loop import Trainer
 from jaxfundus.train.mesh import DataParallel
 from jaxfundus.train.methods import make_method

@@ -9,8 +9,10 @@ from pathlib import Path
 from jaxfundus.config import (
     ConfigError,
     RunConfig,
+    default_preset,
     expand_task,
     load_task,
+    preset_model,
     resolve_config,
     task_names,
 )
@@ -26,8 +28,13 @@ def data_headline(data_dir: str | None) -> str:
     return f"prepared data at {data_dir}"
 
 
-def matrix(task: str | None, model: str | None, all_tasks: bool) -> list[tuple[str, str]]:
-    """(task, model) pairs to run: one task (or group) and its models, or the whole matrix."""
+def matrix(task: str | None, model: str | None, all_tasks: bool,
+           preset: str | None = None) -> list[tuple[str, str]]:
+    """(task, model) pairs to run: one task (or group) and its models, or the whole matrix.
+
+    With a preset, a task's listed models become the preset's substitutes (cpu: resnet50 runs
+    as resnet18) unless --model names one explicitly.
+    """
     if all_tasks:
         if task or model:
             raise ConfigError("--all runs the whole matrix; leave out --task and --model")
@@ -40,8 +47,9 @@ def matrix(task: str | None, model: str | None, all_tasks: bool) -> list[tuple[s
     pairs = []
     for name in names:
         spec = load_task(name)
-        models = [model] if model else list(spec.models)
-        pairs.extend((name, m) for m in models)
+        models = [model] if model else [preset_model(preset, m) if preset else m
+                                         for m in spec.models]
+        pairs.extend((name, m) for m in dict.fromkeys(models))
     return pairs
 
 
@@ -53,10 +61,15 @@ def train(*, task: str | None = None, model: str | None = None, all_tasks: bool 
     from jaxfundus.experiment import train_task
     from jaxfundus.train.mesh import DataParallel
 
-    pairs = matrix(task, model, all_tasks)
+    preset = preset or default_preset()
+    pairs = matrix(task, model, all_tasks, preset)
     configs = [resolve_config(t, m, preset, **overrides) for t, m in pairs]
-    log(f"jaxfundus train: preset '{configs[0].preset}'; data: "
-        f"{data_headline(configs[0].data_dir)}")
+    log(f"jaxfundus train: preset '{preset}'; data: {data_headline(configs[0].data_dir)}")
+    substituted = sorted({(m, preset_model(preset, m)) for t, _ in pairs
+                          for m in load_task(t).models if preset_model(preset, m) != m})
+    for listed, used in substituted if not model else ():
+        log(f"preset '{preset}': {listed} is trained as {used} (pass --model={listed} or "
+            f"--preset=paper for the full model)")
     parallel = DataParallel()
     log(parallel.describe())
     summaries = []

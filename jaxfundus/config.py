@@ -107,6 +107,12 @@ def preset_names() -> list[str]:
     return list(_read_toml(EXPERIMENTS_DIR / "presets.toml"))
 
 
+def preset_model(preset: str, model: str) -> str:
+    """The model a preset trains in place of a task's listed model (usually the same one)."""
+    presets = _read_toml(EXPERIMENTS_DIR / "presets.toml")
+    return presets.get(preset, {}).get("substitutes", {}).get(model, model)
+
+
 def default_preset() -> str:
     """`cpu` without an accelerator, `paper` (the study's sizes) with one."""
     import jax
@@ -132,7 +138,8 @@ def resolve_config(
     presets = _read_toml(EXPERIMENTS_DIR / "presets.toml")
     if preset not in presets:
         raise ConfigError(f"unknown preset '{preset}'; choose from: {', '.join(presets)}")
-    values = {k: v for k, v in presets[preset].items() if k not in ("description", "models")}
+    values = {k: v for k, v in presets[preset].items()
+              if k not in ("description", "models", "substitutes")}
     values.update(presets[preset].get("models", {}).get(model, {}))
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     for key, value in overrides.items():
