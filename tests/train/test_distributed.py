@@ -31,7 +31,7 @@ TRAIN_CODE = textwrap.dedent("""
 """)
 
 
-def _command(data_dir, workdir, epochs=3, distributed=""):
+def _command(data_dir, workdir, epochs=2, distributed=""):
     code = TRAIN_CODE.format(epochs=epochs, distributed=distributed)
     return [sys.executable, "-c", code, str(data_dir), str(workdir)]
 
