@@ -41,9 +41,13 @@ def matmul_peak_flops(dtype: str = "float32", n: int = 2048, repeats: int = 10) 
     return 2 * n**3 / min(times)
 
 
-def bench_train_step(model: str, image_size: int, batch_size: int, *, steps: int = 10,
-                     warmup: int = 2, dtype: str = "float32") -> dict:
-    """Time the training step of `model` on random data; returns the figures as a dict."""
+def prepare_train_step(model: str, image_size: int, batch_size: int, *,
+                       dtype: str = "float32") -> tuple:
+    """Compile the Trainer's step for `model` on random data.
+
+    Returns (run, info): run() executes one step (state is donated and carried inside) and
+    blocks until it is done; info holds compile_s, flops_per_step and devices.
+    """
     task = model if model in ANOMALY_MODELS else "five-rare"
     spec = load_task(task)
     config = resolve_config(task, model, "cpu", image_size=image_size, batch_size=batch_size,
@@ -62,20 +66,35 @@ def bench_train_step(model: str, image_size: int, batch_size: int, *, steps: int
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    carried = {"state": state}
+
+    def run() -> None:
+        carried["state"], metrics = compiled(carried["state"], batch)
+        jax.block_until_ready(metrics)
+
+    return run, {"compile_s": compile_s, "flops_per_step": flops,
+                 "devices": parallel.describe()}
+
+
+def bench_train_step(model: str, image_size: int, batch_size: int, *, steps: int = 10,
+                     warmup: int = 2, dtype: str = "float32", peak_matmul_size: int = 2048) -> dict:
+    """Time the training step of `model` on random data; returns the figures as a dict."""
+    run, info = prepare_train_step(model, image_size, batch_size, dtype=dtype)
     times = []
     for step in range(warmup + steps):
         start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready(metrics)
+        run()
         if step >= warmup:
             times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
-    peak = matmul_peak_flops("bfloat16" if dtype == "bfloat16" else "float32")
+    flops = info["flops_per_step"]
+    peak = matmul_peak_flops("bfloat16" if dtype == "bfloat16" else "float32",
+                             n=peak_matmul_size)
     return {"model": model, "image_size": image_size, "batch_size": batch_size, "dtype": dtype,
-            "devices": parallel.describe(), "img_per_s": batch_size / step_s, "step_s": step_s,
-            "compile_s": compile_s, "flops_per_step": flops, "achieved_flops_per_s": flops / step_s,
-            "matmul_peak_flops_per_s": peak, "mfu": flops / step_s / peak,
-            "peak_rss_gib": peak_rss_gib()}
+            "devices": info["devices"], "img_per_s": batch_size / step_s, "step_s": step_s,
+            "compile_s": info["compile_s"], "flops_per_step": flops,
+            "achieved_flops_per_s": flops / step_s, "matmul_peak_flops_per_s": peak,
+            "mfu": flops / step_s / peak, "peak_rss_gib": peak_rss_gib()}
 
 
 def bench_pipeline(image_size: int, batch_size: int, *, steps: int = 20, workers: int = 0,
