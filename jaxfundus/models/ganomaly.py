@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxfundus.models.ops import BatchNorm, Conv, ConvTranspose
+
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 DCGAN_STDDEV = 0.02
@@ -40,7 +42,7 @@ def num_pyramid_layers(image_size: int) -> int:
 
 
 def _conv(in_features, out_features, kernel_size, strides, padding, *, dtype, rngs):
-    return nnx.Conv(
+    return Conv(
         in_features,
         out_features,
         (kernel_size, kernel_size),
@@ -55,7 +57,7 @@ def _conv(in_features, out_features, kernel_size, strides, padding, *, dtype, rn
 
 
 def _conv_transpose(in_features, out_features, strides, padding, *, dtype, rngs):
-    return nnx.ConvTranspose(
+    return ConvTranspose(
         in_features,
         out_features,
         (4, 4),
@@ -70,7 +72,7 @@ def _conv_transpose(in_features, out_features, strides, padding, *, dtype, rngs)
 
 
 def _batch_norm(features, *, dtype, rngs):
-    return nnx.BatchNorm(
+    return BatchNorm(
         features,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from jaxfundus.models.ops import BatchNorm
+
 # Keras conv2d_bn: BatchNormalization(scale=False) with epsilon 1e-3. Momentum 0.9 (PyTorch's)
 # instead of Keras' 0.99, so eval-mode statistics settle within short runs.
 BN_MOMENTUM = 0.9
@@ -50,7 +52,7 @@ class ConvBN(nnx.Module):
             param_dtype=jnp.float32,
             rngs=rngs,
         )
-        self.norm = nnx.BatchNorm(
+        self.norm = BatchNorm(
             out_features,
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,

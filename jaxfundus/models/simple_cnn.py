@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxfundus.models.ops import BatchNorm
+
 # Keras BatchNormalization epsilon; momentum 0.9 (PyTorch's) so short runs get usable
 # eval-mode statistics.
 BN_MOMENTUM = 0.9
@@ -34,7 +36,7 @@ class ConvBlock(nnx.Module):
             rngs=rngs,
         )
         self.norm = (
-            nnx.BatchNorm(
+            BatchNorm(
                 out_features,
                 momentum=BN_MOMENTUM,
                 epsilon=BN_EPSILON,

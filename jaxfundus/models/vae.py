@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxfundus.models.ganomaly import check_image_size
+from jaxfundus.models.ops import BatchNorm, Conv, ConvTranspose
 
 # torch's BatchNorm2d defaults (momentum 0.1 there = 0.9 in nnx).
 BN_MOMENTUM = 0.9
@@ -38,8 +39,8 @@ class GaussianSample(nnx.Module):
             self.deterministic = deterministic
 
 
-def _batch_norm(features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    return nnx.BatchNorm(
+def _batch_norm(features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> BatchNorm:
+    return BatchNorm(
         features,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
@@ -53,7 +54,7 @@ class DownBlock(nnx.Module):
     """Conv 4x4/2 (no bias) -> BN -> LeakyReLU(0.2): [B,S,S,Cin] -> [B,S/2,S/2,Cout]."""
 
     def __init__(self, in_features: int, out_features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(
+        self.conv = Conv(
             in_features,
             out_features,
             (4, 4),
@@ -72,9 +73,9 @@ class DownBlock(nnx.Module):
 
 def _up_conv(
     in_features: int, out_features: int, *, use_bias: bool, dtype: jnp.dtype, rngs: nnx.Rngs
-) -> nnx.ConvTranspose:
+) -> ConvTranspose:
     # Padding 2 on the dilated input = torch's ConvTranspose2d(4, 2, padding=1): doubles S.
-    return nnx.ConvTranspose(
+    return ConvTranspose(
         in_features,
         out_features,
         (4, 4),

@@ -8,7 +8,6 @@ import pytest
 from flax import nnx
 
 from jaxfundus.models.registry import CLASSIFIERS, MODEL_NAMES, build_classifier
-from jaxfundus.models.resnet import max_pool_3x3_stride2, same_conv_as_matmul
 from jaxfundus.models.simple_cnn import SimpleCNN
 
 # Keras' include_top=False trainable counts; ResNet50 minus its 26,560 conv biases.
@@ -94,27 +93,6 @@ def test_inception_stem_keeps_keras_sizes_from_75_px():
     for size, expected in [(299, 35), (75, 7), (32, 4)]:
         images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
         assert jax.eval_shape(stem, state, images).shape == (1, expected, expected, 192)
-
-
-@pytest.mark.parametrize(("height", "width", "strides"), [(1, 1, 1), (2, 5, 1), (4, 3, 2)])
-def test_small_map_matmul_conv_matches_xla_conv(height, width, strides):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, height, width, 8)).astype(np.float32)
-    kernel = rng.normal(size=(3, 3, 8, 4)).astype(np.float32)
-    expected = jax.lax.conv_general_dilated(
-        x, kernel, (strides, strides), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    actual = same_conv_as_matmul(x, kernel, strides)
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_slice_max_pool_matches_reduce_window():
-    relu_out = np.maximum(np.random.default_rng(0).normal(size=(2, 19, 20, 4)), 0).astype(
-        np.float32
-    )
-    # Zero padding (Keras' ZeroPadding2D) equals reduce-window's -inf padding after a ReLU.
-    expected = nnx.max_pool(relu_out, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    np.testing.assert_array_equal(max_pool_3x3_stride2(relu_out), expected)
 
 
 def test_bfloat16_batchnorm_modes_on_non_square_images():
