@@ -137,7 +137,8 @@ def predict(c, task, model=None, image=None, folder=None, json=False, workdir="r
     "image-size": "square input size in px", "batch-size": "global batch",
     "steps": "timed steps (after compilation and warm-up)", "dtype": "float32 | bfloat16",
     "pipeline": "benchmark the Grain input pipeline instead of the step",
-    "workers": "pipeline worker processes", "compare": "also time the PyTorch ResNet-50 step",
+    "workers": "pipeline worker processes",
+    "compare": "also time the PyTorch step (resnet50, ganomaly)",
     "json": "one JSON line", "data-dir": "pipeline data (default: the synthetic dataset)",
 })
 @_friendly_errors

@@ -1,16 +1,10 @@
 """PyTorch reference: one eager ResNet-50 (Keras layout, as jaxfundus.models.resnet) training step.
 
-Run: python benchmarks/torch_resnet50.py --image-size 128 --batch-size 16 --steps 10
-Prints one JSON line with img_per_s and step_s (median over timed steps, after warm-up).
-Needs torch (e.g. `pip install torch==2.13.0`, CPU build); it is not a jaxfundus dependency.
+Timed by benchmarks/torch_reference.py. Needs torch (e.g. `pip install torch==2.13.0`, CPU
+build); it is not a jaxfundus dependency.
 """
 
 from __future__ import annotations
-
-import argparse
-import json
-import statistics
-import time
 
 import torch
 from torch import nn
@@ -43,33 +37,17 @@ def resnet50(num_classes: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    args = parser.parse_args()
+def make_step(image_size: int, batch_size: int):
+    """One AdamW training step on fixed random images, as a zero-argument callable."""
     torch.manual_seed(0)
     model = resnet50(5)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    y = torch.randint(0, 5, (args.batch_size,))
-    times = []
-    for step in range(args.warmup + args.steps):
-        start = time.perf_counter()
+    x = torch.randn(batch_size, 3, image_size, image_size)
+    y = torch.randint(0, 5, (batch_size,))
+
+    def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
+        nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
-    print(json.dumps({"framework": "torch", "version": torch.__version__, "model": "resnet50",
-                      "image_size": args.image_size, "batch_size": args.batch_size,
-                      "threads": torch.get_num_threads(), "step_s": step_s,
-                      "img_per_s": args.batch_size / step_s}))
 
-
-if __name__ == "__main__":
-    main()
+    return step

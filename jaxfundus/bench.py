@@ -25,7 +25,8 @@ from jaxfundus.train.mesh import DataParallel
 from jaxfundus.train.methods import make_method
 
 ANOMALY_MODELS = ("ganomaly", "vae")
-TORCH_REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_resnet50.py"
+TORCH_REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_reference.py"
+TORCH_MODELS = ("resnet50", "ganomaly")  # the steps benchmarks/ has a PyTorch twin of
 
 
 def matmul_peak_flops(dtype: str = "float32", n: int = 2048, repeats: int = 10) -> float:
@@ -118,9 +119,10 @@ def bench_pipeline(image_size: int, batch_size: int, *, steps: int = 20, workers
             "img_per_s": steps * batch_size / seconds}
 
 
-def bench_torch_reference(image_size: int, batch_size: int, steps: int = 10) -> dict | None:
-    """The PyTorch eager ResNet-50 step of benchmarks/, in a subprocess; None without torch."""
-    result = subprocess.run([sys.executable, str(TORCH_REFERENCE), "--image-size",
+def bench_torch_reference(model: str, image_size: int, batch_size: int,
+                          steps: int = 10) -> dict | None:
+    """The PyTorch eager step of `model` from benchmarks/, in a subprocess; None without torch."""
+    result = subprocess.run([sys.executable, str(TORCH_REFERENCE), "--model", model, "--image-size",
                              str(image_size), "--batch-size", str(batch_size), "--steps",
                              str(steps)], capture_output=True, text=True)
     if result.returncode != 0:

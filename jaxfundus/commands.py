@@ -203,8 +203,8 @@ def bench(*, model: str = "resnet50", image_size: int = 128, batch_size: int = 1
             f"{result['stored_size']} px, batch {batch_size}, {workers} worker processes)")
         return result
     result = benchmarks.bench_train_step(model, image_size, batch_size, steps=steps, dtype=dtype)
-    if compare and model == "resnet50":
-        reference = benchmarks.bench_torch_reference(image_size, batch_size, steps)
+    if compare and model in benchmarks.TORCH_MODELS:
+        reference = benchmarks.bench_torch_reference(model, image_size, batch_size, steps)
         result["torch_img_per_s"] = reference["img_per_s"] if reference else None
         result["ratio_vs_torch"] = (result["img_per_s"] / reference["img_per_s"]
                                     if reference else None)
