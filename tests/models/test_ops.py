@@ -1,5 +1,7 @@
 """The fast op formulations give the textbook layers' values and gradients."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +31,13 @@ def xla_conv(x, kernel, strides, pads):
                                     dimension_numbers=DIMENSIONS)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def values_and_gradients(op, x, kernel, cotangent, strides, pads):
+    """(op(x, kernel), d/dx, d/dkernel) for the given output cotangent, in one compiled call."""
+    out, pullback = jax.vjp(lambda x, k: op(x, k, strides, pads), x, kernel)
+    return (out, *pullback(cotangent))
+
+
 def random(shape, seed=0, scale=1.0, shift=0.0):
     return jnp.asarray(np.random.default_rng(seed).normal(shift, scale, shape), jnp.float32)
 
@@ -47,16 +56,12 @@ def test_conv_formulations_match_xla_conv_values_and_gradients(
 ):
     x = random((2, height, width, 5))
     kernel = random((kernel_size, kernel_size, 5, 4), seed=1, scale=0.2)
-    expected = xla_conv(x, kernel, strides, pads)
-    cotangent = random(expected.shape, seed=2)
-
-    def gradients(conv):
-        return jax.vjp(lambda x, k: conv(x, k, strides, pads), x, kernel)[1](cotangent)
-
-    for conv in (conv_as_matmul, conv2d, jax.jit(conv2d, static_argnums=(2, 3))):
-        np.testing.assert_allclose(conv(x, kernel, strides, pads), expected, rtol=1e-5, atol=1e-5)
-        for actual, reference in zip(gradients(conv), gradients(xla_conv), strict=True):
-            np.testing.assert_allclose(actual, reference, rtol=1e-4, atol=1e-4)
+    cotangent = random(xla_conv(x, kernel, strides, pads).shape, seed=2)
+    expected = values_and_gradients(xla_conv, x, kernel, cotangent, strides, pads)
+    for conv in (conv_as_matmul, conv2d):
+        actual = values_and_gradients(conv, x, kernel, cotangent, strides, pads)
+        for got, want in zip(actual, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -76,16 +81,12 @@ def test_conv_transpose_matches_lax_values_and_gradients(height, width, kernel_s
         return lax.conv_transpose(x, kernel, (strides, strides), pads,
                                   dimension_numbers=DIMENSIONS)
 
-    expected = reference(x, kernel, strides, pads)
-    cotangent = random(expected.shape, seed=2)
-
-    def gradients(op):
-        return jax.vjp(lambda x, k: op(x, k, strides, pads), x, kernel)[1](cotangent)
-
+    cotangent = random(reference(x, kernel, strides, pads).shape, seed=2)
+    expected = values_and_gradients(reference, x, kernel, cotangent, strides, pads)
     for op in (conv_transpose_as_matmul, conv_transpose):
-        np.testing.assert_allclose(op(x, kernel, strides, pads), expected, rtol=1e-5, atol=1e-5)
-        for actual, want in zip(gradients(op), gradients(reference), strict=True):
-            np.testing.assert_allclose(actual, want, rtol=1e-4, atol=1e-4)
+        actual = values_and_gradients(op, x, kernel, cotangent, strides, pads)
+        for got, want in zip(actual, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
