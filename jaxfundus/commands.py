@@ -57,6 +57,7 @@ def train(*, task: str | None = None, model: str | None = None, all_tasks: bool 
           preset: str | None = None, retrain: bool = False, log: Log = print,
           **overrides) -> list[dict]:
     """Train each (task, model) pair; returns their summary.json contents."""
+    from jaxfundus.compile_cache import enable_compilation_cache
     from jaxfundus.data.datasets import open_dataset
     from jaxfundus.experiment import train_task
     from jaxfundus.train.mesh import DataParallel
@@ -70,6 +71,7 @@ def train(*, task: str | None = None, model: str | None = None, all_tasks: bool 
     for listed, used in substituted if not model else ():
         log(f"preset '{preset}': {listed} is trained as {used} (pass --model={listed} or "
             f"--preset=paper for the full model)")
+    enable_compilation_cache()
     parallel = DataParallel()
     log(parallel.describe())
     summaries = []
@@ -134,11 +136,13 @@ def evaluate(*, task: str | None = None, model: str | None = None, all_tasks: bo
              workdir: str = "runs", threshold: float | None = None, log: Log = print) -> list:
     """Re-evaluate trained runs' best checkpoints on their test splits (--all: every run, then
     the report). Runs of the matrix that were never trained are listed as such."""
+    from jaxfundus.compile_cache import enable_compilation_cache
     from jaxfundus.data.datasets import open_dataset
     from jaxfundus.experiment import evaluate_task, saved_config
     from jaxfundus.train.mesh import DataParallel
 
     pairs = matrix(task, model, all_tasks)
+    enable_compilation_cache()
     parallel = DataParallel()
     summaries, not_trained, datasets = [], [], {}
     for task_name, model_name in pairs:
@@ -174,9 +178,11 @@ def predict(*, task: str, model: str | None = None, image: str | None = None,
             folder: str | None = None, as_json: bool = False, workdir: str = "runs",
             log: Log = print, warn: Log = print) -> int:
     """Score one image or a folder; returns the number of files that could not be scored."""
+    from jaxfundus.compile_cache import enable_compilation_cache
     from jaxfundus.evaluate.predict import Predictor, image_files, predict_files
 
     files = image_files(image, folder)
+    enable_compilation_cache()
     predictor = Predictor(workdir, task, model)
     failures = 0
     for prediction, error in predict_files(predictor, files):
