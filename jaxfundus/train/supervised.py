@@ -12,18 +12,19 @@ from jaxfundus.evaluate.metrics import multi_label_metrics, single_label_metrics
 from jaxfundus.models.registry import build_classifier
 
 
-def class_weights(targets: np.ndarray, n_classes: int, multi_label: bool) -> np.ndarray:
-    """Inverse-frequency weights from the training targets (float32[C]).
+def class_weights(targets: jax.Array, n_classes: int, multi_label: bool) -> jax.Array:
+    """Inverse-frequency weights from the training targets (float32[C]); traceable under jit.
 
     Single-label: n / (C * count_c), so every class contributes equally to the loss.
     Multi-label: per-class positive weight negatives / positives (clipped to [1, 100]).
     """
+    targets = jnp.asarray(targets)
     if multi_label:
-        positives = targets.sum(0).astype(np.float64)
-        negatives = len(targets) - positives
-        return np.clip(negatives / np.maximum(positives, 1), 1.0, 100.0).astype(np.float32)
-    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
-    return (len(targets) / (n_classes * np.maximum(counts, 1))).astype(np.float32)
+        positives = targets.sum(0).astype(jnp.float32)
+        negatives = targets.shape[0] - positives
+        return jnp.clip(negatives / jnp.maximum(positives, 1), 1.0, 100.0)
+    counts = jnp.bincount(targets, length=n_classes).astype(jnp.float32)
+    return targets.shape[0] / (n_classes * jnp.maximum(counts, 1))
 
 
 def make_optimizer(learning_rate: float, weight_decay: float, total_steps: int):
@@ -64,15 +65,15 @@ class SupervisedMethod:
         return build_classifier(self.model_name, len(self.classes), rngs=nnx.Rngs(seed),
                                 dtype=self._dtype)
 
-    def init_state(self, seed: int, train_targets: np.ndarray) -> dict:
+    def init_state(self, seed: int, train_targets: jax.Array) -> dict:
         """Fresh weights; class weights come from this fold's training targets when balancing."""
         _, params, rest = nnx.split(self.build_model(seed), nnx.Param, ...)
         if self._balance:
             weights = class_weights(train_targets, len(self.classes), self.multi_label)
         else:
-            weights = np.ones(len(self.classes), np.float32)
+            weights = jnp.ones(len(self.classes), jnp.float32)
         return {"params": params, "rest": rest, "opt": self._optimizer.init(params),
-                "class_weights": jnp.asarray(weights)}
+                "class_weights": weights}
 
     def model(self, state: dict, *, train: bool = False) -> nnx.Module:
         """A live model (eval mode by default) from a state, e.g. for prediction or saliency."""
