@@ -122,18 +122,26 @@ def _square(values, name: str) -> int:
     return values[0]
 
 
+def _run_layer(layer: nnx.Conv | nnx.ConvTranspose, x: jnp.ndarray, op, strides: int,
+               pads: Pads) -> jnp.ndarray:
+    """op(x, kernel, strides, pads) in the layer's compute dtype, plus its bias if it has one."""
+    dtype = layer.dtype or x.dtype
+    y = op(x.astype(dtype), layer.kernel[...].astype(dtype), strides, pads)
+    return y if layer.bias is None else y + layer.bias[...].astype(y.dtype)
+
+
 class Conv(nnx.Conv):
     """``nnx.Conv`` (same variables) for square 2-D kernels and strides, run through
-    ``conv2d``. No dilation or feature groups."""
+    ``pointwise_conv`` (unpadded 1x1) or ``conv2d``. No dilation or feature groups."""
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         size, strides = _square(self.kernel_size, "kernel_size"), _square(self.strides, "strides")
         pads = self.padding
         if isinstance(pads, str):
             pads = lax.padtype_to_pads(x.shape[1:3], (size, size), (strides, strides), pads)
-        x, kernel = x.astype(self.dtype or x.dtype), self.kernel[...].astype(self.dtype or x.dtype)
-        y = conv2d(x, kernel, strides, pads)
-        return y if self.bias is None else y + self.bias[...].astype(y.dtype)
+        if size == 1 and not any(low or high for low, high in pads):
+            return _run_layer(self, x, lambda x, k, s, _: pointwise_conv(x, k, s), strides, pads)
+        return _run_layer(self, x, conv2d, strides, pads)
 
 
 class ConvTranspose(nnx.ConvTranspose):
@@ -148,9 +156,7 @@ class ConvTranspose(nnx.ConvTranspose):
             pads = ((size - 1, pad_total - size + 1),) * 2
         elif isinstance(pads, str):
             raise ValueError(f"ConvTranspose padding {pads!r}: use 'VALID' or explicit pads")
-        x, kernel = x.astype(self.dtype or x.dtype), self.kernel[...].astype(self.dtype or x.dtype)
-        y = conv_transpose(x, kernel, strides, pads)
-        return y if self.bias is None else y + self.bias[...].astype(y.dtype)
+        return _run_layer(self, x, conv_transpose, strides, pads)
 
 
 def pointwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: int = 1) -> jnp.ndarray:

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
-from jaxfundus.models.ops import BatchNorm, conv2d, max_pool_3x3_stride2, pointwise_conv
+from jaxfundus.models.ops import BatchNorm, Conv, max_pool_3x3_stride2
 
 # Keras ResNet50 uses BatchNormalization(epsilon=1.001e-5). Its momentum 0.99 (same convention
 # as nnx) needs hundreds of steps before eval-mode statistics mean anything; our CPU runs
@@ -41,7 +40,7 @@ class ConvBN(nnx.Module):
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
-        self.conv = nnx.Conv(
+        self.conv = Conv(
             in_features,
             out_features,
             (kernel_size, kernel_size),
@@ -53,9 +52,6 @@ class ConvBN(nnx.Module):
             param_dtype=jnp.float32,
             rngs=rngs,
         )
-        self.strides = strides
-        self.kernel_size = kernel_size
-        self.padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
         self.norm = BatchNorm(
             out_features,
             momentum=BN_MOMENTUM,
@@ -67,16 +63,7 @@ class ConvBN(nnx.Module):
         )
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        # self.conv holds the kernel (Keras-compatible parameter layout); the convolution
-        # itself runs through ops, whose formulations XLA:CPU differentiates fast.
-        x, kernel = x.astype(self.conv.dtype), self.conv.kernel[...].astype(self.conv.dtype)
-        if self.kernel_size == 1:
-            return self.norm(pointwise_conv(x, kernel, self.strides))
-        pads = self.padding
-        if isinstance(pads, str):
-            window, strides = (self.kernel_size,) * 2, (self.strides,) * 2
-            pads = lax.padtype_to_pads(x.shape[1:3], window, strides, pads)
-        return self.norm(conv2d(x, kernel, self.strides, pads))
+        return self.norm(self.conv(x))
 
 
 class BottleneckBlock(nnx.Module):

@@ -132,8 +132,7 @@ class Trainer:
             if latest is None:
                 raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
             best_step = checkpoints.read_meta(latest)["best_step"] or latest
-            template = jax.eval_shape(
-                lambda: self.method.init_state(self.config.seed, train_targets))
+            template = jax.eval_shape(self._init_state, np.asarray(train_targets))
             state, _ = checkpoints.restore(best_step,
                                            abstract_like(template, self.parallel.replicated))
             return state

@@ -111,6 +111,16 @@ def test_conv_modules_match_nnx_layers(ours, theirs, kwargs, input_side):
     np.testing.assert_allclose(grads[0].kernel[...], grads[1].kernel[...], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_pointwise_conv_module_matches_nnx_conv(padding):
+    """Unpadded 1x1 Conv layers (ResNet's bottlenecks) take the matmul path."""
+    layers = [cls(6, 4, (1, 1), strides=2, padding=padding, use_bias=False, rngs=nnx.Rngs(0))
+              for cls in (Conv, nnx.Conv)]
+    x = random((2, 9, 8, 6))
+    np.testing.assert_allclose(layers[0](x), layers[1](x), rtol=1e-5, atol=1e-5)
+    assert "convolution" not in jax.jit(layers[0]).lower(x).as_text()
+
+
 @pytest.mark.parametrize("op", [conv2d, conv_transpose])
 def test_gpu_and_tpu_keep_the_platform_convolution(op):
     x, kernel = random((1, 8, 8, 3)), random((3, 3, 3, 4), seed=1)
