@@ -20,11 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfundus.config import load_task, resolve_config
+from jaxfundus.methods import make_method, method_class
 from jaxfundus.train.loop import Trainer
 from jaxfundus.train.mesh import DataParallel
-from jaxfundus.train.methods import make_method
 
-ANOMALY_MODELS = ("ganomaly", "vae")
 TORCH_REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_reference.py"
 TORCH_MODELS = ("resnet50", "ganomaly")  # the steps benchmarks/ has a PyTorch twin of
 
@@ -49,18 +48,22 @@ def prepare_train_step(model: str, image_size: int, batch_size: int, *,
     Returns (run, info): run() executes one step (state is donated and carried inside) and
     blocks until it is done; info holds compile_s, flops_per_step and devices.
     """
-    task = model if model in ANOMALY_MODELS else "five-rare"
+    task = method_class(model).default_task
     spec = load_task(task)
     config = resolve_config(task, model, "cpu", image_size=image_size, batch_size=batch_size,
                             dtype=dtype)
     parallel = DataParallel()
-    trainer = Trainer(make_method(spec, config, batch_size * 100), config, parallel)
+    method = make_method(spec, config, steps_per_epoch=100)
+    trainer = Trainer(method, config, parallel)
     rng = np.random.default_rng(0)
     targets = rng.integers(0, len(spec.classes), batch_size).astype(np.int32)
-    state = trainer.init_state(targets)
-    batch = parallel.put_batch({
-        "image": rng.standard_normal((batch_size, image_size, image_size, 3), np.float32),
-        "target": targets, "mask": np.ones(batch_size, bool)})
+    state = trainer.init_state()
+    fields = {"image": rng.standard_normal((batch_size, image_size, image_size, 3), np.float32),
+              "target": targets, "mask": np.ones(batch_size, bool)}
+    weights = method.example_weights(targets)
+    if weights is not None:
+        fields["weight"] = weights
+    batch = parallel.put_batch(fields)
     start = time.perf_counter()
     compiled = trainer.train_step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start

@@ -60,11 +60,14 @@ def train(*, task: str | None = None, model: str | None = None, all_tasks: bool 
     from jaxfundus.compile_cache import enable_compilation_cache
     from jaxfundus.data.datasets import open_dataset
     from jaxfundus.experiment import train_task
+    from jaxfundus.methods import check_fits
     from jaxfundus.train.mesh import DataParallel
 
     preset = preset or default_preset()
     pairs = matrix(task, model, all_tasks, preset)
     configs = [resolve_config(t, m, preset, **overrides) for t, m in pairs]
+    for config in configs:  # before any data is prepared or trained
+        check_fits(load_task(config.task), config.model)
     log(f"jaxfundus train: preset '{preset}'; data: {data_headline(configs[0].data_dir)}")
     substituted = sorted({(m, preset_model(preset, m)) for t, _ in pairs
                           for m in load_task(t).models if preset_model(preset, m) != m})
@@ -138,7 +141,8 @@ def evaluate(*, task: str | None = None, model: str | None = None, all_tasks: bo
     the report). Runs of the matrix that were never trained are listed as such."""
     from jaxfundus.compile_cache import enable_compilation_cache
     from jaxfundus.data.datasets import open_dataset
-    from jaxfundus.experiment import evaluate_task, saved_config
+    from jaxfundus.experiment import evaluate_task
+    from jaxfundus.runs import saved_config
     from jaxfundus.train.mesh import DataParallel
 
     pairs = matrix(task, model, all_tasks)
@@ -179,7 +183,7 @@ def predict(*, task: str, model: str | None = None, image: str | None = None,
             log: Log = print, warn: Log = print) -> int:
     """Score one image or a folder; returns the number of files that could not be scored."""
     from jaxfundus.compile_cache import enable_compilation_cache
-    from jaxfundus.evaluate.predict import Predictor, image_files, predict_files
+    from jaxfundus.predict import Predictor, image_files, predict_files
 
     files = image_files(image, folder)
     enable_compilation_cache()

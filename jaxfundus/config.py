@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
-TASK_KINDS = ("single-label", "multi-label", "anomaly")
 BALANCE_MODES = ("class-weights", "none")
 ANOMALY_TEST_SETS = ("patients", "study-imbalanced", "study-reduced")
 
@@ -98,8 +97,6 @@ def load_task(name: str) -> TaskSpec:
         balance_normals=bool(raw.get("balance_normals", False)),
         study=dict(raw.get("study", {})),
     )
-    if spec.kind not in TASK_KINDS:
-        raise ConfigError(f"{path}: kind '{spec.kind}' is not one of {TASK_KINDS}")
     return spec
 
 
@@ -126,14 +123,10 @@ def resolve_config(
     """Task + model + preset (+ per-model preset overrides) + explicit overrides -> RunConfig.
 
     `overrides` with value None are ignored, so CLI flags can be passed through unchanged.
+    Whether the model fits the task is the method registry's call (jaxfundus.methods.check_fits).
     """
     spec = load_task(task)
     model = model or spec.models[0]
-    if model not in spec.models and not _is_extra_classifier(spec, model):
-        raise ConfigError(
-            f"model '{model}' does not fit task '{task}'; its models: {', '.join(spec.models)}"
-            + ("" if spec.kind == "anomaly" else " (or any classifier: "
-               + ", ".join(_classifier_names()) + ")"))
     preset = preset or default_preset()
     presets = _read_toml(EXPERIMENTS_DIR / "presets.toml")
     if preset not in presets:
@@ -150,17 +143,6 @@ def resolve_config(
     config = RunConfig(task=task, model=model, preset=preset, **values)
     _check(config)
     return config
-
-
-def _classifier_names() -> list[str]:
-    from jaxfundus.models.registry import CLASSIFIERS
-
-    return list(CLASSIFIERS)
-
-
-def _is_extra_classifier(spec: TaskSpec, model: str) -> bool:
-    """Supervised tasks also run any registered classifier (e.g. resnet18 on small machines)."""
-    return spec.kind != "anomaly" and model in _classifier_names()
 
 
 def _check(config: RunConfig) -> None:

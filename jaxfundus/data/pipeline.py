@@ -59,10 +59,11 @@ class _Example(grain.transforms.Map):
     """Position in the (local) stream -> one prepared example. Picklable for worker processes."""
 
     def __init__(self, source, indices, targets, *, image_size, normalization, augment_seed,
-                 order):
+                 order, weights=None):
         self._source = source
         self._indices = np.asarray(indices)
         self._targets = np.asarray(targets)
+        self._weights = None if weights is None else np.asarray(weights, np.float32)
         self._image_size = image_size
         self._normalization = normalization
         self._augment_seed = augment_seed
@@ -74,12 +75,15 @@ class _Example(grain.transforms.Map):
         image = resize(np.asarray(record["image"]), self._image_size)
         if self._augment_seed is not None:
             image = augment(image, np.random.default_rng([self._augment_seed, *key]))
-        return {
+        example = {
             "image": normalize(image, self._normalization),
             "target": self._targets[row],
             "row": np.int64(row),
             "mask": np.bool_(key[-1] >= 0),
         }
+        if self._weights is not None:
+            example["weight"] = self._weights[row]
+        return example
 
 
 class _TrainOrder:
@@ -134,19 +138,22 @@ def steps_per_epoch(n_rows: int, global_batch: int) -> int:
 def train_batches(
     source, indices: Sequence[int], targets: np.ndarray, *, image_size: int, global_batch: int,
     epochs: int, seed: int, normalization: str = "imagenet", augment_images: bool = True,
-    workers: int = 0, process_index: int = 0, process_count: int = 1,
+    weights: np.ndarray | None = None, workers: int = 0, process_index: int = 0,
+    process_count: int = 1,
 ) -> grain.DatasetIterator:
     """Checkpointable iterator of this process's training batches for `epochs` epochs.
 
     Each batch: image float32[b,S,S,3], target (per-row target array, batched), row int64[b]
-    (position in `indices`), mask bool[b] (all True in training); b = global_batch / processes.
+    (position in `indices`), mask bool[b] (all True in training) and, when `weights` (one row
+    per image) is given, weight (its rows, batched); b = global_batch / processes.
     """
     _check_batch(global_batch, process_count)
     n_steps = steps_per_epoch(len(indices), global_batch)
     order = _TrainOrder(len(indices), n_steps, global_batch, process_index, process_count, seed)
     example = _Example(source, indices, targets, image_size=image_size,
                        normalization=normalization,
-                       augment_seed=seed if augment_images else None, order=order)
+                       augment_seed=seed if augment_images else None, order=order,
+                       weights=weights)
     local_batch = global_batch // process_count
     dataset = grain.MapDataset.range(epochs * n_steps * local_batch).map(example)
     return _iterate(dataset.batch(local_batch, drop_remainder=True), workers)

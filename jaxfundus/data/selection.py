@@ -35,39 +35,14 @@ class TaskExamples:
         return [f"label_{c}" for c in self.classes]
 
 
-def select_examples(index: pd.DataFrame, task: TaskSpec, seed: int) -> TaskExamples:
-    """Apply the task's selection rule to the dataset index (one row per image, disease columns).
+def select_single_label(index: pd.DataFrame, task: TaskSpec, seed: int) -> TaskExamples:
+    """Images whose labels contain exactly one of the task's classes (`normal` = no disease,
+    `abnormal` = any disease); `balance_normals` samples normals down to the other class's size.
 
-    Single-label tasks keep images whose labels contain exactly one of the task's classes
-    (`normal` = no disease, `abnormal` = any disease); `balance_normals` samples normals down to
-    the size of the other class. Multi-label tasks keep every image. Anomaly tasks label any
-    disease as anomalous (1). Raises ConfigError when a class has too few images.
+    `index` has one row per image with the disease columns. Raises ConfigError when a class has
+    too few images.
     """
-    diseases = index[list(DISEASES)].to_numpy(dtype=np.int64)
-    base = index[["index", "filename", "patient_id"]].reset_index(drop=True)
-    if task.kind == "multi-label":
-        return _multi_label(base, diseases, task)
-    if task.kind == "anomaly":
-        frame = base.assign(label=(diseases.sum(1) > 0).astype(np.int64))
-        frame["stratum"] = frame["label"]
-        _require_counts(task, frame["label"].to_numpy(), ("normal", "anomalous"))
-        return TaskExamples(frame, task.classes, {})
-    return _single_label(base, diseases, task, seed)
-
-
-def _membership(diseases: np.ndarray, name: str) -> np.ndarray:
-    if name == NORMAL:
-        return diseases.sum(1) == 0
-    if name == ABNORMAL:
-        return diseases.sum(1) > 0
-    if name not in DISEASES:
-        raise ConfigError(f"class '{name}' is not normal, abnormal or one of {DISEASES}")
-    return diseases[:, DISEASES.index(name)] == 1
-
-
-def _single_label(
-    base: pd.DataFrame, diseases: np.ndarray, task: TaskSpec, seed: int
-) -> TaskExamples:
+    base, diseases = _base(index)
     member = np.stack([_membership(diseases, c) for c in task.classes], axis=1)
     hits = member.sum(1)
     dropped = {
@@ -84,20 +59,9 @@ def _single_label(
     return TaskExamples(frame, task.classes, dropped)
 
 
-def _sample_normals(frame: pd.DataFrame, task: TaskSpec, seed: int) -> tuple[pd.DataFrame, int]:
-    normal_id = task.classes.index(NORMAL)
-    is_normal = frame["label"].to_numpy() == normal_id
-    n_target = int((~is_normal).sum())
-    normal_rows = np.flatnonzero(is_normal)
-    if len(normal_rows) <= n_target:
-        return frame, 0
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(normal_rows, size=n_target, replace=False))
-    keep = np.sort(np.concatenate([np.flatnonzero(~is_normal), chosen]))
-    return frame.iloc[keep], len(normal_rows) - n_target
-
-
-def _multi_label(base: pd.DataFrame, diseases: np.ndarray, task: TaskSpec) -> TaskExamples:
+def select_multi_label(index: pd.DataFrame, task: TaskSpec, seed: int) -> TaskExamples:
+    """Every image, with one 0/1 `label_<disease>` column per task class (none = normal)."""
+    base, diseases = _base(index)
     columns = [DISEASES.index(c) for c in task.classes]
     labels = diseases[:, columns]
     frame = base.copy()
@@ -111,6 +75,43 @@ def _multi_label(base: pd.DataFrame, diseases: np.ndarray, task: TaskSpec) -> Ta
         if frequency[i] < MIN_IMAGES_PER_CLASS:
             raise ConfigError(_too_few_message(task, name, int(frequency[i])))
     return TaskExamples(frame, task.classes, {})
+
+
+def select_normal_vs_anomalous(index: pd.DataFrame, task: TaskSpec, seed: int) -> TaskExamples:
+    """Every image; `label` 1 (anomalous) when it has any disease, 0 when normal."""
+    base, diseases = _base(index)
+    frame = base.assign(label=(diseases.sum(1) > 0).astype(np.int64))
+    frame["stratum"] = frame["label"]
+    _require_counts(task, frame["label"].to_numpy(), ("normal", "anomalous"))
+    return TaskExamples(frame, task.classes, {})
+
+
+def _base(index: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    diseases = index[list(DISEASES)].to_numpy(dtype=np.int64)
+    return index[["index", "filename", "patient_id"]].reset_index(drop=True), diseases
+
+
+def _membership(diseases: np.ndarray, name: str) -> np.ndarray:
+    if name == NORMAL:
+        return diseases.sum(1) == 0
+    if name == ABNORMAL:
+        return diseases.sum(1) > 0
+    if name not in DISEASES:
+        raise ConfigError(f"class '{name}' is not normal, abnormal or one of {DISEASES}")
+    return diseases[:, DISEASES.index(name)] == 1
+
+
+def _sample_normals(frame: pd.DataFrame, task: TaskSpec, seed: int) -> tuple[pd.DataFrame, int]:
+    normal_id = task.classes.index(NORMAL)
+    is_normal = frame["label"].to_numpy() == normal_id
+    n_target = int((~is_normal).sum())
+    normal_rows = np.flatnonzero(is_normal)
+    if len(normal_rows) <= n_target:
+        return frame, 0
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(normal_rows, size=n_target, replace=False))
+    keep = np.sort(np.concatenate([np.flatnonzero(~is_normal), chosen]))
+    return frame.iloc[keep], len(normal_rows) - n_target
 
 
 def _require_counts(task: TaskSpec, labels: np.ndarray, names) -> None:

@@ -8,7 +8,6 @@ every task x model of the matrix gets a row, trained or not.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime
 import html
 import io
@@ -21,26 +20,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from jaxfundus.config import TaskSpec, load_task, task_names
+from jaxfundus.config import load_task, task_names
 from jaxfundus.data.eda import FIGURES as EDA_FIGURES
-from jaxfundus.data.labels import DISEASES, NORMAL
 from jaxfundus.evaluate import plots
-from jaxfundus.evaluate.metrics import confusion_matrix
 from jaxfundus.io import write_csv_atomic, write_text_atomic
+from jaxfundus.methods.kinds import kind_of
+from jaxfundus.runs import Fold, Run, is_number, load_run, trained_models
 
 REPORT_DIR = "report"
-# Table column -> the summary.json metric it shows, per task kind.
-TABLE_METRICS = {
-    "single-label": {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy",
-                     "auroc": "macro_auroc"},
-    "multi-label": {"auroc": "macro_auroc", "top1_accuracy": "top1_accuracy"},
-    "anomaly": {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy",
-                "auroc": "auroc", "f1": "f1"},
-}
 METRIC_TITLES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
                  "auroc": "AUROC", "top1_accuracy": "top-1 accuracy", "f1": "F1"}
-BASELINE_NAMES = {"single-label": "majority class", "multi-label": "most frequent class, top-1",
-                  "anomaly": "all anomalous"}
 CSV_COLUMNS = ["task", "model", "kind", "status", "folds_done", "folds_expected", "n_test",
                *(name for metric in METRIC_TITLES for name in (metric, f"{metric}_std")),
                "baseline", "baseline_accuracy", "baseline_f1", "study"]
@@ -52,118 +41,23 @@ RECONSTRUCTION_FIGURES = {"vae": "Fig 6"}
 EMBEDDED_IMAGE_MAX_WIDTH = 1000  # px; larger recon/EDA images are downscaled before embedding
 
 
-@dataclasses.dataclass(frozen=True)
-class Fold:
-    """One fold that finished: its folder, metrics.json and config.json (None if missing)."""
-
-    number: int
-    directory: Path
-    metrics: dict
-    config: dict | None
-
-    def history(self) -> pd.DataFrame | None:
-        return _read_csv(self.directory / "history.csv")
-
-    def predictions(self) -> pd.DataFrame | None:
-        return _read_csv(self.directory / "predictions.csv")
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One task x model: its finished folds and summary (None when never trained)."""
-
-    spec: TaskSpec
-    model: str
-    directory: Path
-    folds: list[Fold]
-    summary: dict | None
-    notes: list[str]
-
-    @property
-    def title(self) -> str:
-        return f"{self.spec.name} / {self.model}"
-
-    @property
-    def folds_expected(self) -> int:
-        return self.spec.cv_folds or 1
-
-    @property
-    def status(self) -> str:
-        if not self.folds:
-            return "not trained"
-        if len(self.folds) < self.folds_expected:
-            return f"partial ({len(self.folds)}/{self.folds_expected} folds)"
-        return "trained"
-
-
 def load_runs(workdir: str | Path) -> list[Run]:
     """Every task x model of the matrix, plus extra models found trained in the workdir."""
-    workdir = Path(workdir)
     runs = []
     for task in task_names():
         spec = load_task(task)
-        extra = sorted(p.name for p in (workdir / task).glob("*") if p.name not in spec.models
-                       and ((p / "summary.json").exists() or any(p.glob("fold-*/metrics.json"))))
-        runs.extend(_load_run(workdir / task / model, spec, model)
-                    for model in (*spec.models, *extra))
+        runs.extend(load_run(workdir, spec, model)
+                    for model in (*spec.models, *trained_models(workdir, spec)))
     return runs
 
 
-def _load_run(directory: Path, spec: TaskSpec, model: str) -> Run:
-    notes: list[str] = []
-    folds = []
-    for number in range(spec.cv_folds or 1):
-        fold_dir = directory / f"fold-{number}"
-        metrics = _read_json(fold_dir / "metrics.json", notes)
-        if metrics is not None:
-            folds.append(Fold(number, fold_dir, metrics, _read_json(fold_dir / "config.json",
-                                                                    notes)))
-    summary = _read_json(directory / "summary.json", notes)
-    if folds and (summary is None or summary.get("folds_done") != len(folds)):
-        # An interrupted run writes no summary.json (or leaves an older one behind).
-        notes.append(f"{spec.name} / {model}: summary.json missing or stale; the table uses the "
-                     f"{len(folds)} finished folds' metrics.json")
-        summary = _summary_from_folds(folds)
-    return Run(spec, model, directory, folds, summary if folds else None, notes)
-
-
-def _summary_from_folds(folds: list[Fold]) -> dict:
-    """summary.json's shape, for the table's metrics, from the folds' metrics.json."""
-    metrics = {}
-    for name in {source for table in TABLE_METRICS.values() for source in table.values()}:
-        values = [f.metrics[name] for f in folds if _is_number(f.metrics.get(name))]
-        if values:
-            metrics[name] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
-                             "per_fold": values}
-    return {"folds_done": len(folds), "metrics": metrics,
-            "n_test": sum(int(f.metrics.get("n_test") or 0) for f in folds)}
-
-
-def _read_json(path: Path, notes: list[str]) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        notes.append(f"could not read {path}: {error}")
-        return None
-
-
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    try:
-        return pd.read_csv(path, dtype={"patient_id": str})
-    except (OSError, ValueError):
-        return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+def fold_baseline(run: Run, fold: Fold) -> float | None:
+    """The accuracy of the trivial predictor on this fold's test split (its kind's baseline)."""
+    return kind_of(run.spec).baseline(fold, run.spec.classes)
 
 
 def _mean(values: Iterable[Any]) -> float | None:
-    numbers = [v for v in values if _is_number(v)]
+    numbers = [v for v in values if is_number(v)]
     return float(np.mean(numbers)) if numbers else None
 
 
@@ -190,36 +84,15 @@ def _table_row(run: Run) -> dict:
         return row
     row["n_test"] = run.summary.get("n_test")
     metrics = run.summary.get("metrics", {})
-    for column, source in TABLE_METRICS[run.spec.kind].items():
+    kind = kind_of(run.spec)
+    for column, source in kind.table_metrics.items():
         if source in metrics:
             row[column] = metrics[source]["mean"]
             row[f"{column}_std"] = metrics[source]["std"]
-    row["baseline"] = BASELINE_NAMES[run.spec.kind]
+    row["baseline"] = kind.baseline_name
     row["baseline_accuracy"] = _mean(fold_baseline(run, fold) for fold in run.folds)
-    if run.spec.kind == "anomaly":
-        row["baseline_f1"] = _mean((f.metrics.get("baseline_all_anomalous") or {}).get("f1")
-                                   for f in run.folds)
+    row["baseline_f1"] = _mean(kind.baseline_f1(fold) for fold in run.folds)
     return row
-
-
-def fold_baseline(run: Run, fold: Fold) -> float | None:
-    """The accuracy of the trivial predictor on this fold's test split (see BASELINE_NAMES)."""
-    if run.spec.kind == "single-label":
-        return fold.metrics.get("baseline_majority_accuracy")
-    if run.spec.kind == "anomaly":
-        return (fold.metrics.get("baseline_all_anomalous") or {}).get("accuracy")
-    return _majority_top1_accuracy(fold.predictions(), run.spec.classes)
-
-
-def _majority_top1_accuracy(predictions: pd.DataFrame | None,
-                            classes: tuple[str, ...]) -> float | None:
-    """Top-1 accuracy of always answering the most frequent class (normal = no disease)."""
-    columns = [f"label_{c}" for c in classes]
-    if predictions is None or len(predictions) == 0 or not set(columns) <= set(predictions):
-        return None
-    labels = predictions[columns].to_numpy().astype(bool)
-    true_classes = np.column_stack([~labels.any(axis=1), labels])
-    return float(true_classes[:, true_classes.sum(axis=0).argmax()].mean())
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -516,9 +389,9 @@ def _curves_section(trained: list[Run]) -> str:
 
 def _fold_series(run: Run, folds: list[Fold]) -> dict[str, list[list[float]]]:
     """Metric title -> per fold, [value] (or [] where the metric is undefined)."""
-    return {METRIC_TITLES[column]: [[f.metrics[source]] if _is_number(f.metrics.get(source))
+    return {METRIC_TITLES[column]: [[f.metrics[source]] if is_number(f.metrics.get(source))
                                     else [] for f in folds]
-            for column, source in TABLE_METRICS[run.spec.kind].items()}
+            for column, source in kind_of(run.spec).table_metrics.items()}
 
 
 def _cv_section(trained: list[Run]) -> str:
@@ -531,27 +404,24 @@ def _cv_section(trained: list[Run]) -> str:
         png = plots.grouped_bars(
             [f"fold {f.number}" for f in run.folds] + ["all folds"], series,
             f"{run.title}: test metrics per fold", baseline=[*baselines, _mean(baselines)],
-            baseline_label=f"baseline ({BASELINE_NAMES[run.spec.kind]})")
+            baseline_label=f"baseline ({kind_of(run.spec).baseline_name})")
         figures.append(_figure(png, f"{run.title}: {run.status}, {len(run.folds)} of "
                                f"{run.folds_expected} folds"
                                + _study_figure(CV_FIGURES, run.spec.name)))
     return _how_to_read("cv") + _gallery(figures, [], "No cross-validated task has been trained.")
 
 
-def _is_normal_vs_disease(spec: TaskSpec) -> bool:
-    return (spec.kind == "single-label" and len(spec.classes) == 2
-            and spec.classes[0] == NORMAL and spec.classes[1] in DISEASES)
-
-
 def _per_disease_section(runs: list[Run]) -> str:
-    disease_runs = [run for run in runs if _is_normal_vs_disease(run.spec)]
+    disease_runs = [(disease, run) for run in runs
+                    if (disease := kind_of(run.spec).disease_vs_normal(run.spec))]
     figures = []
-    for model in dict.fromkeys(run.model for run in disease_runs):
-        by_disease = {run.spec.classes[1]: run for run in disease_runs if run.model == model}
+    for model in dict.fromkeys(run.model for _, run in disease_runs):
+        by_disease = {disease: run for disease, run in disease_runs if run.model == model}
         if not any(run.folds for run in by_disease.values()):
             continue
         series: dict[str, list[list[float]]] = {
-            METRIC_TITLES[column]: [] for column in TABLE_METRICS["single-label"]}
+            METRIC_TITLES[column]: []
+            for column in kind_of(next(iter(by_disease.values())).spec).table_metrics}
         for run in by_disease.values():
             for title, per_fold in _fold_series(run, run.folds).items():
                 series[title].append([v for values in per_fold for v in values])
@@ -589,14 +459,7 @@ def _roc_inputs(run: Run) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str
     classes: one-vs-rest per class on the pooled predictions.
     """
     predictions = {f.number: p for f in run.folds if (p := f.predictions()) is not None}
-    classes, kind = run.spec.classes, run.spec.kind
-    # (name, truth column, its positive value, score column) per curve family
-    if kind == "anomaly":
-        targets = [("anomalous", "label", 1, "score")]
-    elif kind == "multi-label":
-        targets = [(c, f"label_{c}", 1, f"prob_{c}") for c in classes]
-    else:
-        targets = [(c, "label", c, f"prob_{c}") for c in classes[len(classes) == 2:]]
+    targets = kind_of(run.spec).roc_targets(run.spec.classes)
     if len(targets) == 1:
         frames = {f"fold {k}": p for k, p in predictions.items()}
         if len(predictions) > 1:
@@ -621,42 +484,13 @@ def _roc_input(label: str, frame: pd.DataFrame, truth: str, positive: Any,
 def _confusion_section(trained: list[Run]) -> str:
     figures, notes = [], []
     for run in trained:
-        if run.spec.kind == "multi-label":
-            notes.append(f"{run.title}: multi-label, no single confusion matrix (see its "
-                         "per-class ROC curves).")
-            continue
-        matrix, classes, how = _confusion_inputs(run)
+        matrix, classes, how = kind_of(run.spec).confusion(run)
         if matrix is None:
-            notes.append(f"{run.title}: no confusion matrix (no confusion_matrix in metrics.json "
-                         "or no label/pred in predictions.csv).")
+            notes.append(f"{run.title}: {how}.")
             continue
         figures.append(_figure(plots.confusion_matrix(matrix, classes, run.title),
                                f"{run.title}: test counts{how}"))
     return _how_to_read("confusion") + _gallery(figures, notes, "No run has been trained.")
-
-
-def _confusion_inputs(run: Run) -> tuple[np.ndarray | None, tuple[str, ...], str]:
-    """(matrix summed over folds, class names, a caption note)."""
-    pooled = f" summed over {len(run.folds)} folds" if len(run.folds) > 1 else ""
-    n_classes = len(run.spec.classes)
-    if run.spec.kind == "single-label":
-        matrices = [np.asarray(f.metrics["confusion_matrix"]) for f in run.folds
-                    if np.shape(f.metrics.get("confusion_matrix")) == (n_classes, n_classes)]
-        return (sum(matrices) if matrices else None), run.spec.classes, pooled
-    frames = [p for f in run.folds if (p := f.predictions()) is not None
-              and {"label", "pred"} <= set(p)]
-    if not frames:
-        return None, (), ""
-    both = pd.concat(frames)
-    matrix = confusion_matrix(both["label"].to_numpy(dtype=np.int64),
-                              both["pred"].to_numpy(dtype=np.int64), 2)
-    thresholds = ", ".join(f"{_number_text(f.metrics.get('threshold'))} "
-                           f"({f.metrics.get('threshold_source', '?')})" for f in run.folds)
-    return matrix, ("normal", "anomalous"), f"{pooled}, threshold {thresholds}"
-
-
-def _number_text(value: Any) -> str:
-    return f"{value:.3g}" if _is_number(value) else "?"
 
 
 def _reconstructions_section(runs: list[Run]) -> str:

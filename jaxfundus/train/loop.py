@@ -17,12 +17,11 @@ from typing import Any, Protocol
 
 import jax
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from jaxfundus.config import RunConfig
 from jaxfundus.data.pipeline import eval_batches, steps_per_epoch, train_batches
-from jaxfundus.io import write_csv_atomic
+from jaxfundus.runs import CHECKPOINTS, TENSORBOARD, write_history
 from jaxfundus.train.checkpoint import RunCheckpoints, abstract_like
 from jaxfundus.train.mesh import DataParallel
 
@@ -32,16 +31,19 @@ class TrainingDiverged(RuntimeError):
 
 
 class Method(Protocol):
-    """What a trainer supplies to the loop. Steps are pure functions, jitted by the loop.
+    """What a method supplies to the loop. Steps are pure functions, jitted by the loop.
 
-    Batches hold `image` float32[B,S,S,3], `target` (int[B] or float[B,D]) and `mask` bool[B]
-    (False on padding rows). `eval_step` returns per-example arrays with leading dim B.
+    Batches hold `image` float32[B,S,S,3], `target` (int[B] or float[B,D]), `mask` bool[B]
+    (False on padding rows) and, in training when the method weights its loss, `weight`
+    (float32[B] or float32[B,D], from `example_weights`). `eval_step` returns per-example arrays
+    with leading dim B. The state is a pytree (a flax.struct dataclass per method).
     """
 
     normalization: str
     selection_metric: str
 
-    def init_state(self, seed: int, train_targets: np.ndarray) -> Any: ...
+    def init_state(self, seed: int) -> Any: ...
+    def example_weights(self, train_targets: np.ndarray) -> np.ndarray | None: ...
     def train_step(self, state: Any, batch: dict[str, jax.Array]) -> tuple[Any, dict]: ...
     def eval_step(self, state: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]: ...
     def validation_metrics(self, outputs: dict[str, np.ndarray], targets: np.ndarray) -> dict: ...
@@ -54,6 +56,37 @@ class SplitData:
     source: Any
     indices: np.ndarray
     targets: np.ndarray
+
+
+@dataclasses.dataclass
+class LoopState:
+    """The loop's bookkeeping, saved as JSON with every checkpoint.
+
+    `sums` holds the running sums of this epoch's step metrics (and `_steps`, their count), so a
+    run resumed mid-epoch reports the same epoch means. `best_rank` counts new bests: the
+    checkpoint policy keeps the highest-ranked checkpoint as the best.
+    """
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimizer steps taken
+    step_in_epoch: int = 0
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = -1
+    best_step: int | None = None
+    best_rank: int = 0
+    epochs_without_improvement: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> LoopState:
+        return cls(**record)
+
+    def early_stopped(self, patience: int) -> bool:
+        return patience > 0 and self.epochs_without_improvement >= patience
 
 
 @dataclasses.dataclass
@@ -79,9 +112,9 @@ class Trainer:
         self._eval_step = jax.jit(method.eval_step,
                                   in_shardings=(parallel.replicated, parallel.batch),
                                   out_shardings=parallel.batch)
-        # The fold's training targets are an argument, not constants baked into the program,
-        # so every fold of equal size reuses one compiled initialiser (8-10 s for a ResNet).
-        self._init_state = jax.jit(lambda targets: method.init_state(config.seed, targets),
+        # Created inside jit with a replicated out-sharding, so every process builds the same
+        # state without transfers; no fold-dependent input, so folds reuse one compilation.
+        self._init_state = jax.jit(lambda: method.init_state(config.seed),
                                    out_shardings=parallel.replicated)
 
     def fit(self, train: SplitData, val: SplitData, run_dir: Path,
@@ -89,50 +122,50 @@ class Trainer:
         """Train on `train`, select on `val`, resuming from `run_dir`'s latest checkpoint."""
         config, parallel = self.config, self.parallel
         n_steps = steps_per_epoch(len(train.indices), config.batch_size)
-        state = self.init_state(train.targets)
+        state = self.init_state()
         iterator = train_batches(
             train.source, train.indices, train.targets, image_size=config.image_size,
             global_batch=config.batch_size, epochs=config.epochs, seed=config.seed,
             normalization=self.method.normalization, augment_images=config.augment,
-            workers=config.workers, process_index=parallel.process_index,
-            process_count=parallel.process_count)
-        checkpoints = RunCheckpoints(run_dir / "checkpoints")
-        meta = _fresh_meta()
+            weights=self.method.example_weights(train.targets), workers=config.workers,
+            process_index=parallel.process_index, process_count=parallel.process_count)
+        checkpoints = RunCheckpoints(run_dir / CHECKPOINTS)
+        loop = LoopState()
         resumed_from = checkpoints.latest_step()
         if resumed_from is not None:
             state, meta = checkpoints.restore(resumed_from,
                                               abstract_like(state, parallel.replicated), iterator)
-            log(f"resuming from checkpoint at step {resumed_from} (epoch {meta['epoch'] + 1} "
+            loop = LoopState.from_json(meta)
+            log(f"resuming from checkpoint at step {resumed_from} (epoch {loop.epoch + 1} "
                 f"of {config.epochs})")
-        writer = _TensorBoard(run_dir / "tensorboard") if parallel.is_primary else None
+        writer = _TensorBoard(run_dir / TENSORBOARD) if parallel.is_primary else None
         try:
-            while meta["epoch"] < config.epochs and not _early_stopped(meta, config):
-                state, meta = self._run_epoch(state, iterator, meta, n_steps, val, checkpoints,
-                                              run_dir, writer, log)
+            while loop.epoch < config.epochs and not loop.early_stopped(config.patience):
+                state = self._run_epoch(state, iterator, loop, n_steps, val, checkpoints,
+                                        run_dir, writer, log)
             checkpoints.wait()
-            best_step = meta["best_step"]
-            if best_step is not None and best_step != meta["step"]:
-                state, _ = checkpoints.restore(best_step,
+            if loop.best_step is not None and loop.best_step != loop.step:
+                state, _ = checkpoints.restore(loop.best_step,
                                                abstract_like(state, parallel.replicated))
         finally:
             if writer is not None:
                 writer.close()
             checkpoints.close()
-        return FitResult(state, meta["history"], meta["best_epoch"], resumed_from)
+        return FitResult(state, loop.history, loop.best_epoch, resumed_from)
 
-    def init_state(self, train_targets: np.ndarray) -> Any:
+    def init_state(self) -> Any:
         """Fresh state, created replicated on every device of every process."""
-        return self._init_state(jax.device_put(np.asarray(train_targets), self.parallel.replicated))
+        return self._init_state()
 
-    def restore_best(self, run_dir: Path, train_targets: np.ndarray) -> Any:
+    def restore_best(self, run_dir: Path) -> Any:
         """The best checkpoint of a finished run (for re-evaluation and prediction)."""
-        checkpoints = RunCheckpoints(run_dir / "checkpoints")
+        checkpoints = RunCheckpoints(run_dir / CHECKPOINTS)
         try:
             latest = checkpoints.latest_step()
             if latest is None:
-                raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
-            best_step = checkpoints.read_meta(latest)["best_step"] or latest
-            template = jax.eval_shape(self._init_state, np.asarray(train_targets))
+                raise FileNotFoundError(f"no checkpoint in {run_dir / CHECKPOINTS}")
+            best_step = LoopState.from_json(checkpoints.read_meta(latest)).best_step or latest
+            template = jax.eval_shape(self._init_state)
             state, _ = checkpoints.restore(best_step,
                                            abstract_like(template, self.parallel.replicated))
             return state
@@ -154,68 +187,65 @@ class Trainer:
             chunks.append({k: v[mask] for k, v in outputs.items()})
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
-    def _run_epoch(self, state, iterator, meta, n_steps, val, checkpoints, run_dir, writer, log):
+    def _run_epoch(self, state, iterator, loop: LoopState, n_steps, val, checkpoints, run_dir,
+                   writer, log):
+        """One epoch (or its rest, after a mid-epoch resume); updates `loop` in place."""
         config, parallel, method = self.config, self.parallel, self.method
-        epoch = meta["epoch"]
         start = time.perf_counter()
-        sums: dict[str, float] = dict(meta["sums"])
-        first = meta["step_in_epoch"]
+        sums = dict(loop.sums)
+        first = loop.step_in_epoch
         bar = tqdm(range(first, n_steps), total=n_steps, initial=first,
-                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, dynamic_ncols=True,
+                   desc=f"epoch {loop.epoch + 1}/{config.epochs}", leave=False,
+                   dynamic_ncols=True,
                    disable=True if parallel.process_index else None)  # None: off without a TTY
         for step_in_epoch in bar:
             batch = parallel.put_batch(_device_fields(next(iterator)))
             state, metrics = self.train_step(state, batch)
             metrics = {k: float(v) for k, v in metrics.items()}
-            _check_finite(metrics, meta["step"] + 1, checkpoints)
+            _check_finite(metrics, loop.step + 1, checkpoints)
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value
             sums["_steps"] = sums.get("_steps", 0.0) + 1
-            meta["step"] += 1
+            loop.step += 1
             bar.set_postfix({k: f"{v / sums['_steps']:.3f}" for k, v in sums.items()
                              if k != "_steps"})
             every = config.checkpoint_every_steps
-            if every and meta["step"] % every == 0 and step_in_epoch + 1 < n_steps:
-                meta.update(step_in_epoch=step_in_epoch + 1, sums=sums)
-                checkpoints.save(meta["step"], state, iterator, meta, best_rank=None)
+            if every and loop.step % every == 0 and step_in_epoch + 1 < n_steps:
+                loop.step_in_epoch, loop.sums = step_in_epoch + 1, sums
+                checkpoints.save(loop.step, state, iterator, loop.to_json(), best_rank=None)
         bar.close()
-        row = {"epoch": epoch + 1}
+        row = {"epoch": loop.epoch + 1}
         row.update({f"train_{k}": v / sums["_steps"] for k, v in sums.items() if k != "_steps"})
-        outputs = self.predict(state, val)
-        val_metrics = method.validation_metrics(outputs, val.targets)
+        val_metrics = method.validation_metrics(self.predict(state, val), val.targets)
         row.update({f"val_{k}": v for k, v in val_metrics.items()})
         row["seconds"] = round(time.perf_counter() - start, 2)
         score = val_metrics[method.selection_metric]
-        improved = meta["best_value"] is None or (
-            math.isfinite(score) and score > meta["best_value"])
-        meta.update(epoch=epoch + 1, step_in_epoch=0, sums={}, history=[*meta["history"], row])
+        improved = loop.best_value is None or (
+            math.isfinite(score) and score > loop.best_value)
+        loop.epoch, loop.step_in_epoch, loop.sums = loop.epoch + 1, 0, {}
+        loop.history = [*loop.history, row]
         if improved:
-            meta.update(best_value=score, best_epoch=epoch + 1, best_step=meta["step"],
-                        best_rank=meta["best_rank"] + 1, epochs_without_improvement=0)
+            loop.best_value, loop.best_epoch, loop.best_step = score, loop.epoch, loop.step
+            loop.best_rank += 1
+            loop.epochs_without_improvement = 0
         else:
-            meta["epochs_without_improvement"] += 1
-        checkpoints.save(meta["step"], state, iterator, meta,
-                         best_rank=meta["best_rank"] if improved else None)
+            loop.epochs_without_improvement += 1
+        checkpoints.save(loop.step, state, iterator, loop.to_json(),
+                         best_rank=loop.best_rank if improved else None)
         if writer is not None:
-            write_csv_atomic(pd.DataFrame(meta["history"]), run_dir / "history.csv")
+            write_history(run_dir, loop.history)
             writer.add(row)
             log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in row.items()))
-        return state, meta
+        return state
+
+
+DEVICE_FIELDS = ("image", "target", "mask", "weight")
 
 
 def _device_fields(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: batch[k] for k in ("image", "target", "mask")}
-
-
-def _fresh_meta() -> dict[str, Any]:
-    return {"epoch": 0, "step": 0, "step_in_epoch": 0, "sums": {}, "history": [],
-            "best_value": None, "best_epoch": -1, "best_step": None, "best_rank": 0,
-            "epochs_without_improvement": 0}
-
-
-def _early_stopped(meta: dict[str, Any], config: RunConfig) -> bool:
-    return config.patience > 0 and meta["epochs_without_improvement"] >= config.patience
+    """The batch fields the steps read (the pipeline's `row` stays on the host)."""
+    return {k: batch[k] for k in DEVICE_FIELDS if k in batch}
 
 
 def _check_finite(metrics: dict[str, float], step: int, checkpoints: RunCheckpoints) -> None:

@@ -16,14 +16,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from jaxfundus import runs
 from jaxfundus.config import load_task, task_names
 from jaxfundus.evaluate.report import summary_table, write_report
 from jaxfundus.evaluate.results import anomaly_results, supervised_results
 
-# The metrics jaxfundus.experiment.write_summary averages (importing it would pull in jax).
-SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "top1_accuracy",
-                   "exact_match_accuracy", "auroc", "auprc", "f1", "sensitivity_at_90_specificity",
-                   "sensitivity_at_95_specificity")
 HISTORY_COLUMNS = {
     "single-label": ("train_loss", "train_accuracy", "val_loss", "val_accuracy",
                      "val_balanced_accuracy", "val_macro_auroc"),
@@ -86,19 +83,6 @@ def _config(task: str, model: str, fold: int) -> dict:
             "versions": {"jax": "0.10.2", "flax": "0.12.8"}, "git_commit": "0123abc+dirty"}
 
 
-def _summary(task: str, model: str, kind: str, folds_expected: int, fold_metrics: list) -> dict:
-    """summary.json as jaxfundus.experiment.write_summary writes it."""
-    summary = {"task": task, "model": model, "kind": kind, "folds_expected": folds_expected,
-               "folds_done": len(fold_metrics), "metrics": {}}
-    for name in SUMMARY_METRICS:
-        values = [m[name] for m in fold_metrics if isinstance(m.get(name), int | float)]
-        if values:
-            summary["metrics"][name] = {"mean": float(np.mean(values)),
-                                        "std": float(np.std(values)), "per_fold": values}
-    summary["n_test"] = int(sum(m["n_test"] for m in fold_metrics))
-    return summary
-
-
 def _picture(width: int, height: int, seed: int) -> Image.Image:
     """A non-blank RGB picture: a gradient with noise."""
     rng = np.random.default_rng(seed)
@@ -112,20 +96,15 @@ def workdir(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     for (task, model), n_folds in TRAINED.items():
         spec = load_task(task)
-        fold_metrics = []
         for fold in range(n_folds):
-            directory = root / task / model / f"fold-{fold}"
-            directory.mkdir(parents=True)
+            directory = runs.fold_directory(root, task, model, fold)
             predictions, metrics = _fold_results(rng, spec.kind, spec.classes, fold)
             metrics.update(task=task, model=model, fold=fold, preset="smoke")
-            predictions.to_csv(directory / "predictions.csv", index=False)
-            _history(rng, spec.kind).to_csv(directory / "history.csv", index=False)
-            (directory / "metrics.json").write_text(json.dumps(metrics))
-            (directory / "config.json").write_text(json.dumps(_config(task, model, fold)))
-            fold_metrics.append(metrics)
+            runs.write_history(directory, _history(rng, spec.kind).to_dict("records"))
+            runs.write_fold_config(directory, _config(task, model, fold))
+            runs.write_fold_results(directory, predictions, metrics)
         if (task, model) not in NO_SUMMARY_JSON:
-            summary = _summary(task, model, spec.kind, spec.cv_folds or 1, fold_metrics)
-            (root / task / model / "summary.json").write_text(json.dumps(summary))
+            runs.write_summary(root, spec, model)
     _picture(270, 180, 1).save(root / "ganomaly" / "ganomaly" / "fold-0" / "reconstructions.png")
     (root / "eda").mkdir()
     _picture(300, 200, 2).save(root / "eda" / "age_sex.png")

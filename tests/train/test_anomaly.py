@@ -54,20 +54,19 @@ def test_metrics_match_scikit_learn_from_predictions(vae_run):
 def test_threshold_comes_from_validation_and_is_applied_unchanged(vae_run, tiny_data):
     from jaxfundus.config import load_task, resolve_config
     from jaxfundus.data.datasets import open_dataset
-    from jaxfundus.experiment import plan_folds, split_data
+    from jaxfundus.experiment import plan_folds
+    from jaxfundus.methods import make_method
     from jaxfundus.train.loop import Trainer
     from jaxfundus.train.mesh import DataParallel
-    from jaxfundus.train.methods import make_method
 
     run, metrics, _ = _run(vae_run, "vae")
     assert metrics["threshold_source"] == "validation"
     config = resolve_config("vae", "vae", "smoke", epochs=6, data_dir=str(tiny_data.data_dir))
     dataset = open_dataset(config.data_dir, config.image_size, log=lambda _: None)
-    [plan] = plan_folds(load_task("vae"), config, dataset.index)
-    trainer = Trainer(make_method(load_task("vae"), config, 100), config, DataParallel())
-    train = split_data(dataset.source, plan.frame("train"), plan.examples)
-    val = split_data(dataset.source, plan.frame("val"), plan.examples)
-    state = trainer.restore_best(run, train.targets)
+    [fold] = plan_folds(load_task("vae"), config, dataset)
+    trainer = Trainer(make_method(load_task("vae"), config), config, DataParallel())
+    val = fold.data("val")
+    state = trainer.restore_best(run)
     val_scores = trainer.predict(state, val)["score"]
     normalizer = ScoreNormalizer.fit(val_scores)
     assert metrics["normalizer"] == pytest.approx(normalizer.to_dict())

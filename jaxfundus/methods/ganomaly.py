@@ -1,0 +1,113 @@
+"""GANomaly (Akcay et al. 2018) trained on normal images through the shared loop."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from jaxfundus.methods.anomaly import AnomalyMethod
+from jaxfundus.methods.base import graphdefs, split_variables
+from jaxfundus.models.ganomaly import GanomalyDiscriminator, GanomalyGenerator
+
+# GANomaly loss weights (Akcay et al. 2018; anomalib defaults).
+W_ADVERSARIAL, W_CONTEXTUAL, W_ENCODER = 1.0, 50.0, 1.0
+
+
+@struct.dataclass
+class GanomalyState:
+    gen_params: nnx.State
+    gen_rest: nnx.State
+    gen_opt: optax.OptState
+    disc_params: nnx.State
+    disc_rest: nnx.State
+    disc_opt: optax.OptState
+
+
+class GanomalyMethod(AnomalyMethod):
+    """Generator (encoder-decoder-encoder) and discriminator, each with Adam(lr, 0.5, 0.999).
+
+    Generator loss: feature matching on the discriminator's last features x1 + contextual L1
+    x50 + latent L2 x1; discriminator: BCE real vs fake. Score: mean((z_i - z_o)^2).
+    """
+
+    models = ("ganomaly",)
+    default_task = "ganomaly"
+
+    def __init__(self, spec, config, steps_per_epoch: int) -> None:
+        super().__init__(spec, config, steps_per_epoch)
+        self._image_size = config.image_size
+        self._dtype = jnp.dtype(config.dtype)
+        self._gen_opt = optax.adam(config.learning_rate, b1=0.5, b2=0.999)
+        self._disc_opt = optax.adam(config.learning_rate, b1=0.5, b2=0.999)
+        self._gen_train, self._gen_eval = graphdefs(lambda: self._generator(0))
+        self._disc_train, _ = graphdefs(lambda: self._discriminator(0))
+
+    def _generator(self, seed: int) -> GanomalyGenerator:
+        return GanomalyGenerator(self._image_size, dtype=self._dtype, rngs=nnx.Rngs(seed))
+
+    def _discriminator(self, seed: int) -> GanomalyDiscriminator:
+        return GanomalyDiscriminator(self._image_size, dtype=self._dtype, rngs=nnx.Rngs(seed))
+
+    def init_state(self, seed: int) -> GanomalyState:
+        gen_params, gen_rest = split_variables(self._generator(seed))
+        disc_params, disc_rest = split_variables(self._discriminator(seed + 1))
+        return GanomalyState(gen_params, gen_rest, self._gen_opt.init(gen_params),
+                             disc_params, disc_rest, self._disc_opt.init(disc_params))
+
+    def generator(self, state: GanomalyState, *, train: bool = False) -> GanomalyGenerator:
+        graph = self._gen_train if train else self._gen_eval
+        return nnx.merge(graph, state.gen_params, state.gen_rest)
+
+    def train_step(self, state: GanomalyState, batch: dict) -> tuple[GanomalyState, dict]:
+        images = batch["image"]
+        generator = self.generator(state, train=True)
+        discriminator = nnx.merge(self._disc_train, state.disc_params, state.disc_rest)
+        # A separate copy serves the generator's feature-matching loss, so only the
+        # discriminator's own step updates its batch statistics.
+        feature_net = nnx.merge(self._disc_train,
+                                *jax.tree.map(jnp.copy, (state.disc_params, state.disc_rest)))
+
+        def generator_loss(generator, feature_net):
+            fake, latent_i, latent_o = generator(images)
+            _, real_features = feature_net(images)
+            _, fake_features = feature_net(fake)
+            adversarial = jnp.mean((real_features - fake_features) ** 2)
+            contextual = jnp.mean(jnp.abs(images - fake))
+            encoder = jnp.mean((latent_i - latent_o) ** 2)
+            loss = W_ADVERSARIAL * adversarial + W_CONTEXTUAL * contextual + W_ENCODER * encoder
+            return loss, (fake, adversarial, contextual, encoder)
+
+        (gen_loss, (fake, adversarial, contextual, encoder)), gen_grads = nnx.value_and_grad(
+            generator_loss, argnums=0, has_aux=True)(generator, feature_net)
+        fake = jax.lax.stop_gradient(fake)
+
+        def discriminator_loss(discriminator):
+            real_logits, _ = discriminator(images)
+            fake_logits, _ = discriminator(fake)
+            return 0.5 * (optax.sigmoid_binary_cross_entropy(real_logits, 1.0).mean()
+                          + optax.sigmoid_binary_cross_entropy(fake_logits, 0.0).mean())
+
+        disc_loss, disc_grads = nnx.value_and_grad(discriminator_loss)(discriminator)
+        gen_updates, gen_opt = self._gen_opt.update(gen_grads, state.gen_opt)
+        disc_updates, disc_opt = self._disc_opt.update(disc_grads, state.disc_opt)
+        new_state = GanomalyState(
+            optax.apply_updates(state.gen_params, gen_updates),
+            nnx.state(generator, nnx.Not(nnx.Param)), gen_opt,
+            optax.apply_updates(state.disc_params, disc_updates),
+            nnx.state(discriminator, nnx.Not(nnx.Param)), disc_opt)
+        metrics = {"loss": gen_loss, "disc_loss": disc_loss, "adversarial": adversarial,
+                   "contextual": contextual, "encoder": encoder}
+        return new_state, metrics
+
+    def eval_step(self, state: GanomalyState, batch: dict) -> dict:
+        _, latent_i, latent_o = self.generator(state)(batch["image"])
+        return {"score": jnp.mean((latent_i - latent_o) ** 2, axis=-1)}
+
+    def reconstruct(self, state: GanomalyState, images: jax.Array) -> jax.Array:
+        """float32[B,S,S,3] in [-1,1] -> the generator's reconstruction, same shape and range."""
+        return self.generator(state)(images)[0]
+
+
+METHOD = GanomalyMethod

@@ -1,0 +1,79 @@
+"""Score new photographs with a trained run: per-image class probabilities or anomaly scores.
+
+Any size and aspect (e.g. a square 1411x1411 JPEG with a black border) goes through the
+training preprocessing: letterbox to the stored size, resize to the model's size, normalise.
+A cross-validated run predicts with its finished fold models together (the task's kind says
+how: mean probabilities, or the mean of validation-normalised anomaly scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxfundus import runs
+from jaxfundus.config import ConfigError, load_task
+from jaxfundus.data.images import ImageError, letterbox, load_rgb
+from jaxfundus.data.pipeline import normalize, resize
+from jaxfundus.methods import make_method
+from jaxfundus.methods.kinds import Prediction, kind_of
+from jaxfundus.train.loop import Trainer
+from jaxfundus.train.mesh import DataParallel
+
+
+def image_files(image: str | None, folder: str | None) -> list[Path]:
+    """The files to score; a missing path raises ImageError naming it."""
+    if bool(image) == bool(folder):
+        raise ConfigError("give exactly one of --image PATH or --folder DIR")
+    if image:
+        return [Path(image)]
+    directory = Path(folder)
+    if not directory.is_dir():
+        raise ImageError(directory, "folder does not exist")
+    return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+class Predictor:
+    """The finished fold models of one task x model, ready to score images."""
+
+    def __init__(self, workdir: str | Path, task: str, model: str | None = None) -> None:
+        spec = load_task(task)
+        model = model or spec.models[0]
+        config = runs.saved_config(workdir, task, model)
+        if config is None:
+            raise ConfigError(f"{task}/{model} is not trained in {workdir}; run "
+                              f"`invoke train --task={task} --model={model}` first")
+        folds = [fold for n in runs.fold_numbers(spec)
+                 if (fold := runs.read_fold(workdir, task, model, n)).finished]
+        if not folds:
+            raise ConfigError(f"{task}/{model} in {workdir} has no finished fold")
+        self.spec, self.config, self.folds = spec, config, folds
+        self.kind = kind_of(spec)
+        self.stored_size = folds[0].config["data"]["stored_image_size"]
+        self.method = make_method(spec, config)
+        trainer = Trainer(self.method, config, DataParallel())
+        self.states = [trainer.restore_best(fold.directory) for fold in folds]
+        self._eval = jax.jit(self.method.eval_step)
+
+    def preprocess(self, path: Path) -> np.ndarray:
+        """The training preprocessing: float32[S,S,3] for this run's model."""
+        image = letterbox(load_rgb(path), self.stored_size)
+        return normalize(resize(image, self.config.image_size), self.method.normalization)
+
+    def predict(self, path: Path) -> Prediction:
+        batch = {"image": self.preprocess(path)[None], "mask": np.ones(1, bool)}
+        outputs = [jax.tree.map(np.asarray, self._eval(state, batch)) for state in self.states]
+        return self.kind.prediction(str(path), self.spec, outputs,
+                                    [fold.metrics for fold in self.folds])
+
+
+def predict_files(predictor: Predictor, files: Iterable[Path]):
+    """Yield (Prediction | None, error message | None) per file; bad files don't stop the rest."""
+    for path in files:
+        try:
+            yield predictor.predict(path), None
+        except ImageError as error:
+            yield None, str(error)

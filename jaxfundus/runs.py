@@ -1,0 +1,217 @@
+"""The results layout: where every file of a run lives, and the one way to write and read them.
+
+    WORKDIR/<task>/<model>/fold-<k>/  checkpoints/, history.csv, tensorboard/, split.csv,
+                                      predictions.csv, metrics.json, config.json, (pictures)
+    WORKDIR/<task>/<model>/summary.json   each metric's mean and std over the finished folds
+
+Training, evaluation, prediction and the report all go through this module, so the layout and
+the fold summary are defined once. Nothing here imports jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jaxfundus.config import RunConfig, TaskSpec, load_task
+from jaxfundus.io import write_csv_atomic, write_json_atomic
+
+CHECKPOINTS = "checkpoints"
+HISTORY = "history.csv"
+TENSORBOARD = "tensorboard"
+SPLIT = "split.csv"
+PREDICTIONS = "predictions.csv"
+METRICS = "metrics.json"
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+# The fold metrics that summary.json averages (those a fold's metrics.json has).
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "top1_accuracy",
+                   "exact_match_accuracy", "auroc", "auprc", "f1", "sensitivity_at_90_specificity",
+                   "sensitivity_at_95_specificity", "pixel_auroc")
+
+
+def fold_numbers(spec: TaskSpec) -> list[int]:
+    """Fold numbers of a task: 0..k-1 with k-fold cross-validation, else just 0."""
+    return list(range(spec.cv_folds)) if spec.cv_folds else [0]
+
+
+def run_directory(workdir: str | Path, task: str, model: str) -> Path:
+    return Path(workdir) / task / model
+
+
+def fold_directory(workdir: str | Path, task: str, model: str, fold: int) -> Path:
+    return run_directory(workdir, task, model) / f"fold-{fold}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """One fold's folder and what it holds; `metrics` is None until the fold has finished."""
+
+    number: int
+    directory: Path
+    metrics: dict | None
+    config: dict | None
+
+    @property
+    def finished(self) -> bool:
+        return self.metrics is not None
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.directory / CHECKPOINTS
+
+    def history(self) -> pd.DataFrame | None:
+        return _read_csv(self.directory / HISTORY)
+
+    def predictions(self) -> pd.DataFrame | None:
+        return _read_csv(self.directory / PREDICTIONS)
+
+    def split(self) -> pd.DataFrame | None:
+        return _read_csv(self.directory / SPLIT)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One task x model: its finished folds and summary (None when never trained)."""
+
+    spec: TaskSpec
+    model: str
+    directory: Path
+    folds: list[Fold]  # finished folds only
+    summary: dict | None
+    notes: list[str]
+
+    @property
+    def title(self) -> str:
+        return f"{self.spec.name} / {self.model}"
+
+    @property
+    def folds_expected(self) -> int:
+        return len(fold_numbers(self.spec))
+
+    @property
+    def status(self) -> str:
+        if not self.folds:
+            return "not trained"
+        if len(self.folds) < self.folds_expected:
+            return f"partial ({len(self.folds)}/{self.folds_expected} folds)"
+        return "trained"
+
+
+def read_fold(workdir: str | Path, task: str, model: str, fold: int,
+              notes: list[str] | None = None) -> Fold:
+    """A fold's files (unreadable JSON is noted in `notes` and read as missing)."""
+    directory = fold_directory(workdir, task, model, fold)
+    notes = [] if notes is None else notes
+    return Fold(fold, directory, _read_json(directory / METRICS, notes),
+                _read_json(directory / CONFIG, notes))
+
+
+def load_run(workdir: str | Path, spec: TaskSpec, model: str) -> Run:
+    """A run's finished folds and its summary (recomputed when summary.json is missing/stale)."""
+    notes: list[str] = []
+    folds = [fold for number in fold_numbers(spec)
+             if (fold := read_fold(workdir, spec.name, model, number, notes)).finished]
+    directory = run_directory(workdir, spec.name, model)
+    summary = _read_json(directory / SUMMARY, notes)
+    if folds and (summary is None or summary.get("folds_done") != len(folds)):
+        # An interrupted run writes no summary.json (or leaves an older one behind).
+        notes.append(f"{spec.name} / {model}: summary.json missing or stale; the table uses the "
+                     f"{len(folds)} finished folds' metrics.json")
+        summary = summarize(spec, model, [fold.metrics for fold in folds])
+    return Run(spec, model, directory, folds, summary if folds else None, notes)
+
+
+def trained_models(workdir: str | Path, spec: TaskSpec) -> list[str]:
+    """Models other than the task's own that have results in the workdir (e.g. resnet18)."""
+    task_dir = Path(workdir) / spec.name
+    return sorted(p.name for p in task_dir.glob("*") if p.name not in spec.models and (
+        (p / SUMMARY).exists() or any(p.glob(f"fold-*/{METRICS}"))))
+
+
+def summarize(spec: TaskSpec, model: str, fold_metrics: list[dict]) -> dict:
+    """summary.json: each SUMMARY_METRICS value's mean, std and per-fold list over the folds."""
+    summary: dict[str, Any] = {"task": spec.name, "model": model, "kind": spec.kind,
+                               "folds_expected": len(fold_numbers(spec)),
+                               "folds_done": len(fold_metrics), "metrics": {}}
+    for name in SUMMARY_METRICS:
+        values = [m[name] for m in fold_metrics if is_number(m.get(name))]
+        if values:
+            summary["metrics"][name] = {"mean": float(np.mean(values)),
+                                        "std": float(np.std(values)), "per_fold": values}
+    if fold_metrics:
+        summary["n_test"] = int(sum(int(m.get("n_test") or 0) for m in fold_metrics))
+    return summary
+
+
+def write_summary(workdir: str | Path, spec: TaskSpec, model: str) -> dict:
+    """Summarise the finished folds into summary.json (and return it)."""
+    folds = [read_fold(workdir, spec.name, model, n) for n in fold_numbers(spec)]
+    summary = summarize(spec, model, [f.metrics for f in folds if f.finished])
+    write_json_atomic(summary, run_directory(workdir, spec.name, model) / SUMMARY)
+    return summary
+
+
+def write_fold_config(directory: Path, record: dict) -> None:
+    write_json_atomic(record, directory / CONFIG)
+
+
+def write_split(directory: Path, split: pd.DataFrame) -> None:
+    write_csv_atomic(split, directory / SPLIT)
+
+
+def write_history(directory: Path, history: list[dict]) -> None:
+    write_csv_atomic(pd.DataFrame(history), directory / HISTORY)
+
+
+def write_fold_results(directory: Path, predictions: pd.DataFrame, metrics: dict) -> None:
+    """predictions.csv, then metrics.json: a fold counts as finished once metrics.json exists."""
+    write_csv_atomic(predictions, directory / PREDICTIONS)
+    write_json_atomic(metrics, directory / METRICS)
+
+
+def saved_config(workdir: str | Path, task: str, model: str,
+                 **overrides: Any) -> RunConfig | None:
+    """The RunConfig a run was trained with (from its first fold's config.json), or None.
+
+    `overrides` with value None are ignored; the workdir is always the one given.
+    """
+    for fold in fold_numbers(load_task(task)):
+        record = read_fold(workdir, task, model, fold).config
+        if record is not None:
+            fields = {f.name for f in dataclasses.fields(RunConfig)}
+            values = {k: v for k, v in record.items() if k in fields}
+            values.update({k: v for k, v in overrides.items() if v is not None})
+            values["workdir"] = str(workdir)
+            return RunConfig(**values)
+    return None
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not None/NaN): a metric value that was defined."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and bool(
+        np.isfinite(value))
+
+
+def _read_json(path: Path, notes: list[str]) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        notes.append(f"could not read {path}: {error}")
+        return None
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path, dtype={"patient_id": str})
+    except (OSError, ValueError):
+        return None
