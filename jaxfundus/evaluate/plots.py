@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from jaxfundus.evaluate.metrics import roc_auc, roc_curve
+from jaxfundus.metrics import roc_auc, roc_curve
 
 DPI = 90
 # History columns drawn in the score panel: accuracies and AUROCs, all on [0, 1].

@@ -25,8 +25,8 @@ from jaxfundus.config import TaskSpec, load_task, task_names
 from jaxfundus.data.eda import FIGURES as EDA_FIGURES
 from jaxfundus.data.labels import DISEASES, NORMAL
 from jaxfundus.evaluate import plots
-from jaxfundus.evaluate.metrics import confusion_matrix
 from jaxfundus.io import write_csv_atomic, write_text_atomic
+from jaxfundus.metrics import confusion_matrix
 
 REPORT_DIR = "report"
 # Table column -> the summary.json metric it shows, per task kind.

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from jaxfundus.evaluate.metrics import as_binary_labels, as_scores, counts_by_threshold
+from jaxfundus.metrics import as_binary_labels, as_scores, counts_by_threshold
 
 
 def candidate_thresholds(scores) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxfundus.evaluate.metrics import roc_auc
+from jaxfundus.metrics import roc_auc
 from jaxfundus.models.ganomaly import GanomalyDiscriminator, GanomalyGenerator
 from jaxfundus.models.vae import ConvVAE
 

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxfundus.evaluate.metrics import multi_label_metrics, single_label_metrics
+from jaxfundus.metrics import multi_label_metrics, single_label_metrics
 from jaxfundus.models.registry import build_classifier
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from jaxfundus.evaluate import metrics
+from jaxfundus import metrics
 
 SEEDS = range(30)
 
