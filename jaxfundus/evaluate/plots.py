@@ -14,8 +14,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import roc_curve
 
-from jaxfundus.evaluate.metrics import roc_auc, roc_curve
+from jaxfundus.metrics import roc_auc
 
 DPI = 90
 # History columns drawn in the score panel: accuracies and AUROCs, all on [0, 1].

@@ -17,7 +17,7 @@ from PIL import Image
 from jaxfundus.data.images import letterbox
 from jaxfundus.data.labels import DISEASES, NORMAL
 from jaxfundus.data.pipeline import normalize, resize
-from jaxfundus.evaluate.metrics import roc_auc
+from jaxfundus.metrics import roc_auc
 
 MAX_LOCALISATION_IMAGES = 64
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jaxfundus.evaluate.metrics import anomaly_metrics, multi_label_metrics, single_label_metrics
 from jaxfundus.evaluate.thresholds import ScoreNormalizer, choose_threshold
+from jaxfundus.metrics import anomaly_metrics, multi_label_metrics, single_label_metrics
 
 
 def supervised_results(frame: pd.DataFrame, probs: np.ndarray, classes: tuple[str, ...],

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from sklearn.metrics import roc_curve
 
-from jaxfundus.evaluate.metrics import as_binary_labels, as_scores, counts_by_threshold
+from jaxfundus.metrics import as_binary_labels, as_scores
 
 
 def candidate_thresholds(scores) -> np.ndarray:
@@ -42,8 +43,12 @@ def choose_threshold(labels, scores, criterion: Literal["f1", "youden"] = "f1") 
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"need both classes to choose a threshold, got {n_pos} pos / {n_neg} neg")
-    # Row k of the counts is the split "score >= k-th distinct score", i.e. candidate k.
-    _, tp, fp = counts_by_threshold(y, s)
+    # Row k + 1 of the full ROC is the split "score >= k-th distinct score", i.e. candidate k;
+    # row 0 (threshold +inf) predicts nothing positive and is not a candidate.
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    # Integer counts back from the rates (tpr is tp / n_pos rounded once), so ties compare exactly.
+    tp = np.rint(tpr[1:] * n_pos).astype(np.int64)
+    fp = np.rint(fpr[1:] * n_neg).astype(np.int64)
     if criterion == "f1":
         # Equal ratios of integers give bit-identical float quotients, so ties compare exactly.
         objective = 2 * tp / (2 * tp + fp + (n_pos - tp))

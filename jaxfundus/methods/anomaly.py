@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from jaxfundus.data.splits import TEST, VAL
-from jaxfundus.evaluate.metrics import roc_auc
 from jaxfundus.evaluate.reconstructions import localisation_auroc, write_reconstructions
 from jaxfundus.evaluate.results import anomaly_results
 from jaxfundus.methods.base import FoldData
+from jaxfundus.metrics import roc_auc
 from jaxfundus.train.loop import Trainer
 
 

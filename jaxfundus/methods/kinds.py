@@ -25,8 +25,8 @@ from jaxfundus.data.selection import (
     select_single_label,
 )
 from jaxfundus.data.splits import VAL, assign_anomaly_splits, assign_splits
-from jaxfundus.evaluate.metrics import confusion_matrix
 from jaxfundus.evaluate.thresholds import ScoreNormalizer
+from jaxfundus.metrics import confusion_matrix
 from jaxfundus.runs import Fold, Run
 
 # A ROC curve family: (curve name, truth column, its positive value, score column).

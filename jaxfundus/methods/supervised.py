@@ -14,10 +14,10 @@ from flax import nnx, struct
 
 from jaxfundus.config import RunConfig, TaskSpec
 from jaxfundus.data.splits import TEST
-from jaxfundus.evaluate.metrics import multi_label_metrics, single_label_metrics
 from jaxfundus.evaluate.results import supervised_results
 from jaxfundus.methods.base import FoldData, graphdefs, split_variables
 from jaxfundus.methods.kinds import MultiLabel, kind_of
+from jaxfundus.metrics import multi_label_metrics, single_label_metrics
 from jaxfundus.models.registry import CLASSIFIERS, build_classifier
 from jaxfundus.train.loop import Trainer
 
