@@ -43,6 +43,7 @@ class RunConfig:
     learning_rate: float
     patience: int
     checkpoint_every_steps: int
+    log_every_steps: int = 50  # step metrics reach the host (and the NaN guard) this often
     seed: int = 0
     weight_decay: float = 1e-4
     test_fraction: float = 0.2

@@ -16,8 +16,9 @@ import numpy as np
 
 from jaxfundus import runs
 from jaxfundus.config import ConfigError, load_task
+from jaxfundus.data.augment import prepare_batch
 from jaxfundus.data.images import ImageError, letterbox, load_rgb
-from jaxfundus.data.pipeline import normalize, resize
+from jaxfundus.data.pipeline import resize
 from jaxfundus.methods import make_method
 from jaxfundus.methods.kinds import Prediction, kind_of
 from jaxfundus.train.loop import Trainer
@@ -56,12 +57,12 @@ class Predictor:
         self.method = make_method(spec, config)
         trainer = Trainer(self.method, config, DataParallel())
         self.states = [trainer.restore_best(fold.directory) for fold in folds]
-        self._eval = jax.jit(self.method.eval_step)
+        self._eval = jax.jit(lambda state, batch: self.method.eval_step(
+            state, prepare_batch(batch, self.method.normalization, augment_seed=None)))
 
     def preprocess(self, path: Path) -> np.ndarray:
-        """The training preprocessing: float32[S,S,3] for this run's model."""
-        image = letterbox(load_rgb(path), self.stored_size)
-        return normalize(resize(image, self.config.image_size), self.method.normalization)
+        """The training pipeline's image for this run: uint8[S,S,3] (normalised in the step)."""
+        return resize(letterbox(load_rgb(path), self.stored_size), self.config.image_size)
 
     def predict(self, path: Path) -> Prediction:
         batch = {"image": self.preprocess(path)[None], "mask": np.ones(1, bool)}
