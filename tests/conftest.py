@@ -18,8 +18,8 @@ class TinyData:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> TinyData:
-    from jaxfundus.data.synthetic import generate
     from jaxfundus.data.tfds_dataset import build_dataset
+    from jaxfundus.synthetic import generate
 
     source = tmp_path_factory.mktemp("tiny-top") / "source"
     generate(source, scale=0.02, seed=0, width=128, height=96, min_images_per_class=16,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from jaxfundus.data import synthetic
+from jaxfundus import synthetic
 from jaxfundus.data.tfds_dataset import DataError, build_dataset, load_dataset
 from tfds_builder.tsukazaki_optos.tsukazaki_optos_dataset_builder import IMAGE_SIZES, config_name
 
