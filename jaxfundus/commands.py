@@ -22,7 +22,7 @@ Log = Callable[[str], None]
 
 def data_headline(data_dir: str | None) -> str:
     if data_dir is None:
-        from jaxfundus.data.datasets import cache_dir
+        from jaxfundus.paths import cache_dir
 
         return f"SYNTHETIC default data (procedural generator, cached in {cache_dir()})"
     return f"prepared data at {data_dir}"
