@@ -11,11 +11,16 @@ import sys
 from invoke import Exit, task
 
 
-def _friendly_errors(func):
-    """Known user-facing errors -> one line on stderr and exit code 1, no traceback."""
+def _entry_point(func):
+    """Process setup for a task, then known user-facing errors -> one line on stderr and exit
+    code 1, no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        # First, before anything imports jax: the allocator tuning must precede jax's threads.
+        from jaxfundus.host_memory import retain_freed_memory
+
+        retain_freed_memory()
         from jaxfundus.errors import USER_ERRORS
 
         try:
@@ -47,7 +52,7 @@ def _float(value):
     "anomaly-test-set": "anomaly tasks: patients | study-imbalanced | study-reduced",
     "coordinator": "multi-process: coordinator address host:port (jax.distributed)",
 })
-@_friendly_errors
+@_entry_point
 def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_size=None,
           batch_size=None, learning_rate=None, seed=None, data_dir=None, workdir=None,
           dtype=None, workers=None, retrain=False, threshold=None, anomaly_test_set=None,
@@ -73,7 +78,7 @@ def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_
     "image-size": "stored square size in px (32, 64, 128, 256, 512, 1024)",
     "strict": "refuse the whole build if any row is bad",
 })
-@_friendly_errors
+@_entry_point
 def data(c, source, data_dir, image_size=256, strict=False):
     """Prepare the TFDS dataset from TOP data (bad rows are skipped and reported)."""
     from jaxfundus import commands
@@ -84,7 +89,7 @@ def data(c, source, data_dir, image_size=256, strict=False):
 
 @task(help={"source": "a TOP-layout directory (default: the synthetic data)",
             "out": "output folder (default WORKDIR/eda)", "workdir": "default runs"})
-@_friendly_errors
+@_entry_point
 def eda(c, source=None, out=None, workdir="runs"):
     """The study's EDA figures (age/sex, disease counts, co-occurrence, samples) + summary.md."""
     from jaxfundus import commands
@@ -97,7 +102,7 @@ def eda(c, source=None, out=None, workdir="runs"):
     "model": "one model of the task", "workdir": "default runs",
     "threshold": "anomaly tasks: use this manual threshold (normalised score) instead",
 })
-@_friendly_errors
+@_entry_point
 def eval(c, task=None, all_=False, model=None, workdir="runs", threshold=None):  # noqa: A001
     """Re-evaluate trained runs' best checkpoints on their test splits (--all writes the report)."""
     from jaxfundus import commands
@@ -107,7 +112,7 @@ def eval(c, task=None, all_=False, model=None, workdir="runs", threshold=None): 
 
 
 @task(help={"workdir": "default runs"})
-@_friendly_errors
+@_entry_point
 def report(c, workdir="runs"):
     """Write WORKDIR/report/{summary.csv, summary.md, index.html} from the trained runs."""
     from jaxfundus import commands
@@ -120,7 +125,7 @@ def report(c, workdir="runs"):
     "image": "one photograph", "folder": "score every file in a folder",
     "json": "one JSON object per image", "workdir": "default runs",
 })
-@_friendly_errors
+@_entry_point
 def predict(c, task, model=None, image=None, folder=None, json=False, workdir="runs"):
     """Class probabilities (or anomaly score and decision) for new photographs."""
     from jaxfundus import commands
@@ -141,7 +146,7 @@ def predict(c, task, model=None, image=None, folder=None, json=False, workdir="r
     "compare": "also time the PyTorch step (resnet50, ganomaly)",
     "json": "one JSON line", "data-dir": "pipeline data (default: the synthetic dataset)",
 })
-@_friendly_errors
+@_entry_point
 def bench(c, model="resnet50", image_size=128, batch_size=16, steps=10, dtype="float32",
           pipeline=False, workers=0, compare=False, json=False, data_dir=None):
     """Images/s, step and compile time, FLOPs and MFU of the real training step."""

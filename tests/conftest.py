@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from jaxfundus.host_memory import retain_freed_memory
+
+# pytest is an entry point too: tune the allocator as tasks.py does, before any test imports jax.
+retain_freed_memory()
+
 TINY_IMAGE_SIZE = 32
 
 
