@@ -32,12 +32,13 @@ def _entry_point(func):
     return wrapper
 
 
-def _int(value):
-    return None if value is None else int(value)
+def _overrides(settings, allowed=None, **flags):
+    """RunConfig overrides from `--set key=value` and the explicit flags, which are shorthands
+    for it: both are parsed, typed and checked by jaxfundus.config.parse_settings."""
+    from jaxfundus.config import parse_settings
 
-
-def _float(value):
-    return None if value is None else float(value)
+    shorthands = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    return parse_settings([*shorthands, *(settings or ())], allowed)
 
 
 @task(help={
@@ -51,13 +52,18 @@ def _float(value):
     "threshold": "anomaly tasks: a manual decision threshold on the normalised score",
     "anomaly-test-set": "anomaly tasks: patients | study-imbalanced | study-reduced",
     "coordinator": "multi-process: coordinator address host:port (jax.distributed)",
-})
+    "set": "KEY=VALUE for any run option (repeatable), e.g. --set epochs=3 --set augment=no",
+}, iterable=["set_"])
 @_entry_point
 def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_size=None,
           batch_size=None, learning_rate=None, seed=None, data_dir=None, workdir=None,
           dtype=None, workers=None, retrain=False, threshold=None, anomaly_test_set=None,
-          coordinator=None, num_processes=None, process_id=None):
+          coordinator=None, num_processes=None, process_id=None, set_=None):
     """Train a task of the matrix (all its models and folds), or --all of it."""
+    overrides = _overrides(set_, epochs=epochs, image_size=image_size, batch_size=batch_size,
+                           learning_rate=learning_rate, seed=seed, data_dir=data_dir,
+                           workdir=workdir, dtype=dtype, workers=workers, threshold=threshold,
+                           anomaly_test_set=anomaly_test_set)
     if coordinator:
         from jaxfundus.train.mesh import initialize_distributed
 
@@ -65,11 +71,7 @@ def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_
     from jaxfundus import commands
 
     commands.train(task=task, model=model, all_tasks=all_, preset=preset, retrain=retrain,
-                   epochs=_int(epochs), image_size=_int(image_size),
-                   batch_size=_int(batch_size), learning_rate=_float(learning_rate),
-                   seed=_int(seed), data_dir=data_dir, workdir=workdir, dtype=dtype,
-                   workers=_int(workers), threshold=_float(threshold),
-                   anomaly_test_set=anomaly_test_set)
+                   **overrides)
 
 
 @task(help={
@@ -101,14 +103,17 @@ def eda(c, source=None, out=None, workdir="runs"):
     "task": "task or group to re-evaluate", "all": "every run of the matrix, then the report",
     "model": "one model of the task", "workdir": "default runs",
     "threshold": "anomaly tasks: use this manual threshold (normalised score) instead",
-})
+    "set": "KEY=VALUE (repeatable) for threshold, threshold_criterion, batch_size, workers, "
+           "data_dir",
+}, iterable=["set_"])
 @_entry_point
-def eval(c, task=None, all_=False, model=None, workdir="runs", threshold=None):  # noqa: A001
+def eval(c, task=None, all_=False, model=None, workdir="runs", threshold=None,  # noqa: A001
+         set_=None):
     """Re-evaluate trained runs' best checkpoints on their test splits (--all writes the report)."""
     from jaxfundus import commands
 
-    commands.evaluate(task=task, model=model, all_tasks=all_, workdir=workdir,
-                      threshold=_float(threshold))
+    overrides = _overrides(set_, commands.EVALUATION_SETTINGS, threshold=threshold)
+    commands.evaluate(task=task, model=model, all_tasks=all_, workdir=workdir, **overrides)
 
 
 @task(help={"workdir": "default runs"})
