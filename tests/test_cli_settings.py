@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxfundus.config import settable_fields
+from jaxfundus import commands
+from jaxfundus.config import ConfigError, parse_settings, settable_fields
 from jaxfundus.experiment import saved_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,3 +43,11 @@ def test_unknown_or_badly_typed_settings_are_one_line_errors(tmp_path):
     assert typed.returncode == 1
     assert typed.stderr.strip() == "error: augment = 'maybe': expected true or false"
     assert not any(tmp_path.iterdir())  # nothing was trained
+
+
+def test_eval_changes_only_how_runs_are_scored(tmp_path):
+    with pytest.raises(ConfigError, match="^eval cannot change epochs; it can change: threshold, "):
+        commands.evaluate(task="binary", workdir=str(tmp_path), epochs=3)
+    with pytest.raises(ConfigError, match="^unknown option 'epochs'; valid keys: threshold, "):
+        commands.evaluate(task="binary", workdir=str(tmp_path),
+                          **parse_settings(["epochs=3"], commands.EVALUATION_SETTINGS))
