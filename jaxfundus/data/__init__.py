@@ -1,2 +1,2 @@
-"""Data: labels, TOP validation, TFDS dataset, splits, Grain pipeline, EDA (the generator of
-synthetic TOP data lives in `jaxfundus.synthetic`)."""
+"""Data: labels, the stored layout, TOP validation, TFDS dataset, splits, Grain pipeline, EDA (the
+generator of synthetic TOP data lives in `jaxfundus.synthetic`)."""
