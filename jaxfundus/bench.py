@@ -103,26 +103,33 @@ def bench_train_step(model: str, image_size: int, batch_size: int, *, steps: int
             "mfu": flops / step_s / peak, "peak_rss_gib": peak_rss_gib()}
 
 
-def bench_pipeline(image_size: int, batch_size: int, *, steps: int = 20, workers: int = 0,
+def bench_pipeline(image_size: int, batch_size: int, *, steps: int = 50, workers: int = 0,
                    data_dir: str | None = None, log=print) -> dict:
     """Images/s of the Grain training pipeline (decode, resize, batch; augmentation and
-    normalisation run on the device) in this process (workers=0) or `workers` processes."""
+    normalisation run on the device) in this process (workers=0: one worker) or in `workers`
+    processes (-1: as many as `config.input_workers` picks). The batches timed are the uint8
+    images the training step receives."""
+    from jaxfundus.config import input_workers
     from jaxfundus.data.datasets import open_dataset
     from jaxfundus.data.pipeline import train_batches
 
+    workers = input_workers(workers)
     dataset = open_dataset(data_dir, image_size, log)
     indices = np.arange(len(dataset.index))
     iterator = train_batches(dataset.source, indices, np.zeros(len(indices), np.int32),
                              image_size=image_size, global_batch=batch_size, epochs=100, seed=0,
                              workers=workers)
-    next(iterator)  # start-up (and worker spawn) is not throughput
+    first = next(iterator)  # start-up (and worker spawn) is not throughput
+    images = 0
     start = time.perf_counter()
     for _ in range(steps):
-        next(iterator)
+        images += len(next(iterator)["image"])
     seconds = time.perf_counter() - start
     return {"pipeline": "grain train_batches", "image_size": image_size,
             "stored_size": dataset.stored_size, "batch_size": batch_size, "workers": workers,
-            "img_per_s": steps * batch_size / seconds}
+            "batch_shape": list(first["image"].shape), "batch_dtype": str(first["image"].dtype),
+            "images": images, "seconds": seconds, "img_per_s": images / seconds,
+            "img_per_s_per_worker": images / seconds / max(workers, 1)}
 
 
 def bench_torch_reference(model: str, image_size: int, batch_size: int,

@@ -12,7 +12,6 @@ from jaxfundus.config import (
     default_preset,
     expand_task,
     load_task,
-    preset_model,
     resolve_config,
     task_names,
 )
@@ -30,12 +29,11 @@ def data_headline(data_dir: str | None) -> str:
     return f"prepared data at {data_dir}"
 
 
-def matrix(task: str | None, model: str | None, all_tasks: bool,
-           preset: str | None = None) -> list[tuple[str, str]]:
+def matrix(task: str | None, model: str | None, all_tasks: bool) -> list[tuple[str, str]]:
     """(task, model) pairs to run: one task (or group) and its models, or the whole matrix.
 
-    With a preset, a task's listed models become the preset's substitutes (cpu: resnet50 runs
-    as resnet18) unless --model names one explicitly.
+    Every preset trains the models the task lists (the study's); --model picks one of them
+    or another registered model (e.g. resnet18 for a quicker run).
     """
     if all_tasks:
         if task or model:
@@ -49,9 +47,7 @@ def matrix(task: str | None, model: str | None, all_tasks: bool,
     pairs = []
     for name in names:
         spec = load_task(name)
-        models = [model] if model else [preset_model(preset, m) if preset else m
-                                         for m in spec.models]
-        pairs.extend((name, m) for m in dict.fromkeys(models))
+        pairs.extend((name, m) for m in ([model] if model else spec.models))
     return pairs
 
 
@@ -66,16 +62,11 @@ def train(*, task: str | None = None, model: str | None = None, all_tasks: bool 
     from jaxfundus.train.mesh import DataParallel
 
     preset = preset or default_preset()
-    pairs = matrix(task, model, all_tasks, preset)
+    pairs = matrix(task, model, all_tasks)
     configs = [resolve_config(t, m, preset, **overrides) for t, m in pairs]
     for config in configs:  # before any data is prepared or trained
         check_fits(load_task(config.task), config.model)
     log(f"jaxfundus train: preset '{preset}'; data: {data_headline(configs[0].data_dir)}")
-    substituted = sorted({(m, preset_model(preset, m)) for t, _ in pairs
-                          for m in load_task(t).models if preset_model(preset, m) != m})
-    for listed, used in substituted if not model else ():
-        log(f"preset '{preset}': {listed} is trained as {used} (pass --model={listed} or "
-            f"--preset=paper for the full model)")
     enable_compilation_cache()
     parallel = DataParallel()
     log(parallel.describe())
@@ -218,9 +209,11 @@ def bench(*, model: str = "resnet50", image_size: int = 128, batch_size: int = 1
     if pipeline:
         result = benchmarks.bench_pipeline(image_size, batch_size, workers=workers,
                                            data_dir=data_dir, log=log if not as_json else print)
+        where = f"{workers} worker processes" if workers else "in this process: one worker"
         log(json.dumps(result) if as_json else
-            f"pipeline: {result['img_per_s']:.1f} images/s ({image_size} px from stored "
-            f"{result['stored_size']} px, batch {batch_size}, {workers} worker processes)")
+            f"pipeline: {result['img_per_s_per_worker']:.1f} images/s per worker, "
+            f"{result['img_per_s']:.1f} in all ({image_size} px from stored "
+            f"{result['stored_size']} px, batch {batch_size}, {where})")
         return result
     result = benchmarks.bench_train_step(model, image_size, batch_size, steps=steps, dtype=dtype)
     if compare and model in benchmarks.TORCH_MODELS:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import importlib.util
+import math
+import os
 import tomllib
 import types
 import typing
@@ -23,6 +25,12 @@ BALANCE_MODES = ("class-weights", "none")
 ANOMALY_TEST_SETS = ("patients", "study-imbalanced", "study-reduced")
 THRESHOLD_CRITERIA = ("f1", "youden")
 DTYPES = ("float32", "bfloat16")
+AUTO_WORKERS = -1  # RunConfig.workers: as many input processes as the accelerator needs
+# What one accelerator's training step consumes and what one input worker process delivers,
+# for ResNet-50 at 256 px, batch 32 (docs/performance.md): an A100's published ~2,500 img/s
+# and the per-worker rate of `invoke bench --pipeline --image-size=256` on one of our cores.
+ACCELERATOR_IMAGES_PER_S = 2500
+WORKER_IMAGES_PER_S = 500
 
 
 class ConfigError(ValueError):
@@ -64,7 +72,7 @@ class RunConfig:
     balance: str = "class-weights"
     augment: bool = True
     dtype: str = "float32"
-    workers: int = 0
+    workers: int = 0  # input worker processes; 0: in this process; -1: auto (input_workers)
     threshold: float | None = None
     threshold_criterion: str = "f1"
     anomaly_test_set: str = "patients"
@@ -119,9 +127,20 @@ def preset_names() -> list[str]:
     return list(_presets())
 
 
-def preset_model(preset: str, model: str) -> str:
-    """The model a preset trains in place of a task's listed model (usually the same one)."""
-    return _presets().get(preset, {}).get("substitutes", {}).get(model, model)
+def input_workers(workers: int, cores: int | None = None) -> int:
+    """The input worker processes to start for RunConfig.workers.
+
+    `AUTO_WORKERS` (-1) becomes min(cores - 1, workers needed to feed the accelerator): one core
+    stays with the process that runs the steps, and more workers than the step consumes only
+    cost memory. `cores` defaults to the cores this process may run on. Other values are kept.
+    """
+    if workers != AUTO_WORKERS:
+        return workers
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    needed = math.ceil(ACCELERATOR_IMAGES_PER_S / WORKER_IMAGES_PER_S)
+    return max(0, min(cores - 1, needed))
 
 
 def default_preset() -> str:
@@ -148,7 +167,7 @@ def resolve_config(
         raise ConfigError(f"unknown preset '{preset}'; choose from: {', '.join(presets)}")
     where = f"presets.toml [{preset}]"
     values = {key: check_value(key, value, where) for key, value in presets[preset].items()
-              if key not in ("description", "models", "substitutes")}
+              if key not in ("description", "models")}
     where = f"presets.toml [{preset}.models.{model}]"
     values.update({key: check_value(key, value, where)
                    for key, value in presets[preset].get("models", {}).get(model, {}).items()})
@@ -303,5 +322,5 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
                types.NoneType: "none"}
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _MINIMUMS = {"image_size": 16, "batch_size": 1, "epochs": 1, "patience": 0,
-             "checkpoint_every_steps": 0, "log_every_steps": 0, "workers": 0,
+             "checkpoint_every_steps": 0, "log_every_steps": 0, "workers": AUTO_WORKERS,
              "weight_decay": 0}
