@@ -136,11 +136,11 @@ class Trainer:
             weights=self.method.example_weights(train.targets), workers=config.workers,
             process_index=parallel.process_index, process_count=parallel.process_count)
         checkpoints = RunCheckpoints(run_dir / CHECKPOINTS)
-        loop = LoopState()
-        resumed_from = checkpoints.latest_step()
-        if resumed_from is not None:
-            state, meta = checkpoints.restore(resumed_from,
-                                              abstract_like(state, parallel.replicated), iterator)
+        loop, resumed_from = LoopState(), None
+        resumed = checkpoints.restore_newest_readable(abstract_like(state, parallel.replicated),
+                                                      iterator, log)
+        if resumed is not None:
+            resumed_from, state, meta = resumed
             loop = LoopState.from_json(meta)
             log(f"resuming from checkpoint at step {resumed_from} (epoch {loop.epoch + 1} "
                 f"of {config.epochs})")
