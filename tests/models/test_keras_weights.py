@@ -67,6 +67,7 @@ def _save_keras_files(model_name: str, directory: Path) -> KerasFiles:
     from keras.src.legacy.saving import legacy_h5_format
 
     size = IMAGE_SIZES[model_name]
+    keras.utils.set_random_seed(0)  # the kernels' initialisation: same numbers every run
     build = getattr(keras.applications, KERAS_APPLICATIONS[model_name])
     model = build(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
     _randomise(model, seed=0)
