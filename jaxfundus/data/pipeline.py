@@ -20,12 +20,17 @@ from absl import flags
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-NORMALIZATIONS = ("imagenet", "tanh")
+# Keras preprocess_input 'caffe' mode, which Keras' ResNet-50 ImageNet weights expect.
+CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+NORMALIZATIONS = ("imagenet", "tanh", "caffe")
 
 
 def normalize(images, normalization: str):
-    """uint8 (or 0-255 float) [..., 3] -> float32: ImageNet mean/std ("imagenet") or [-1, 1]
-    ("tanh" models). Works on numpy and jax arrays alike (on the device inside a step)."""
+    """uint8 (or 0-255 float) [..., 3] RGB -> float32: ImageNet mean/std ("imagenet"),
+    [-1, 1] ("tanh" models, and Keras' 'tf' mode), or Keras' 'caffe' mode (BGR minus the BGR
+    mean, 0-255 scale). Works on numpy and jax arrays alike (on the device inside a step)."""
+    if normalization == "caffe":
+        return images[..., ::-1].astype(np.float32) - CAFFE_BGR_MEAN
     x = images.astype(np.float32) / 255.0
     if normalization == "imagenet":
         return (x - IMAGENET_MEAN) / IMAGENET_STD

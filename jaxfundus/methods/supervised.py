@@ -20,6 +20,7 @@ from jaxfundus.methods.kinds import MultiLabel, kind_of
 from jaxfundus.metrics import multi_label_metrics, single_label_metrics
 from jaxfundus.models.registry import CLASSIFIERS, build_classifier
 from jaxfundus.train.loop import Trainer
+from jaxfundus.train.optimizers import make_optimizer
 
 
 @struct.dataclass
@@ -42,15 +43,6 @@ def class_weights(targets: np.ndarray, n_classes: int, multi_label: bool) -> np.
         return np.clip(negatives / np.maximum(positives, 1), 1.0, 100.0).astype(np.float32)
     counts = np.bincount(targets, minlength=n_classes).astype(np.float32)
     return (targets.shape[0] / (n_classes * np.maximum(counts, 1))).astype(np.float32)
-
-
-def make_optimizer(learning_rate: float, weight_decay: float, total_steps: int):
-    """AdamW with a 5% linear warm-up and cosine decay to 1% of the peak."""
-    warmup = max(1, total_steps // 20)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup,
-                                                  max(total_steps, warmup + 1),
-                                                  end_value=learning_rate * 0.01)
-    return optax.adamw(schedule, weight_decay=weight_decay)
 
 
 class SupervisedMethod:
