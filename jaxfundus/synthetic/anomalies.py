@@ -446,7 +446,8 @@ def paint_lesions(image: np.ndarray, rng: np.random.Generator,
     """Stamps one disease's lesions, at a random severity, into a copy of the photograph.
 
     image: uint8[S,S,3] -> (uint8[S,S,3], bool[S,S] exactly the changed pixels, all inside
-    the field of view).
+    the field of view). The mask can be empty when the lesions would not change a grey level
+    (a dark lesion on a black frame); `paint_anomaly` then paints a texture instead.
     """
     _check_image(image)
     _check_diseases([disease])
