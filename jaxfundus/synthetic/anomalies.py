@@ -11,7 +11,7 @@ Every painter returns `(image uint8[S,S,3], mask bool[S,S])` where `mask` is exa
 pixels whose value changed, and every changed pixel lies inside the field of view. All randomness
 comes from the numpy Generator passed in, so a seed fixes the output.
 
-Stamps by disease (the generator's painters in `jaxfundus.data.synthetic_lesions`, re-drawn
+Stamps by disease (the generator's painters in `jaxfundus.synthetic.lesions`, re-drawn
 around a random "posterior pole" instead of the anatomy's fovea, disc and vessels):
   AMD  drusen and pigment clumps, with geographic atrophy or subretinal blood in some eyes
   RVO  flame haemorrhages fanning out in one sector from an occlusion point, cotton-wool spots
@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from jaxfundus.data.synthetic_canvas import (
+from jaxfundus.synthetic.canvas import (
     draw_discs,
     draw_ellipses,
     draw_polylines,

@@ -7,8 +7,6 @@ from skimage import data
 
 from jaxfundus.data.images import letterbox, load_rgb
 from jaxfundus.data.labels import DISEASES
-from jaxfundus.data.synthetic import RenderConfig, render_image
-from jaxfundus.data.synthetic_cohort import ImageSpec
 from jaxfundus.synthetic.anomalies import (
     STAMPS,
     UNSTAMPED,
@@ -19,6 +17,8 @@ from jaxfundus.synthetic.anomalies import (
     perlin_mask,
     perlin_noise,
 )
+from jaxfundus.synthetic.cohort import ImageSpec
+from jaxfundus.synthetic.generator import RenderConfig, render_image
 
 
 @pytest.fixture(scope="module")
