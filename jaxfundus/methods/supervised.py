@@ -56,6 +56,7 @@ class SupervisedMethod:
     kinds = ("single-label", "multi-label")
     default_task = "five-rare"
     normalization = "imagenet"
+    example_transform = None
 
     def __init__(self, spec: TaskSpec, config: RunConfig, steps_per_epoch: int) -> None:
         self.model_name = config.model
