@@ -79,14 +79,16 @@ def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_
     "data-dir": "where the TFDS dataset is written",
     "image-size": "stored square size in px (32, 64, 128, 256, 512, 1024)",
     "strict": "refuse the whole build if any row is bad",
+    "crop": "fov: crop colour fundus photographs to their field of view before the letterbox "
+            "(ultra-widefield images are detected and kept whole); none (default): whole images",
 })
 @_entry_point
-def data(c, source, data_dir, image_size=256, strict=False):
+def data(c, source, data_dir, image_size=256, strict=False, crop="none"):
     """Prepare the TFDS dataset from TOP data (bad rows are skipped and reported)."""
     from jaxfundus import commands
 
     commands.prepare_data(source=source, data_dir=data_dir, image_size=int(image_size),
-                          strict=strict)
+                          strict=strict, crop=crop)
 
 
 @task(help={"source": "a TOP-layout directory (default: the synthetic data)",

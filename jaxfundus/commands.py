@@ -107,21 +107,36 @@ def _describe_summary(summary: dict) -> str:
 
 
 def prepare_data(*, source: str, data_dir: str, image_size: int = 256, strict: bool = False,
-                 log: Log = print):
-    """Build the TFDS dataset from a TOP-layout directory and print the summary of bad rows."""
+                 crop: str = "none", log: Log = print):
+    """Build the TFDS dataset from a TOP-layout directory and print the summary of bad rows
+    (and, with crop="fov", of each image's field-of-view decision)."""
+    from jaxfundus.data.fov import CROP
     from jaxfundus.data.tfds_dataset import build_dataset
 
-    result = build_dataset(Path(source), Path(data_dir), image_size=image_size, strict=strict)
-    log(f"prepared {result.n_kept} of {result.n_rows} rows at {image_size} px into "
+    result = build_dataset(Path(source), Path(data_dir), image_size=image_size, strict=strict,
+                           crop=crop)
+    cropping = " (cropped to the field of view)" if result.crop == "fov" else ""
+    log(f"prepared {result.n_kept} of {result.n_rows} rows at {image_size} px{cropping} into "
         f"{result.dataset_dir}")
+    if result.fov_path is not None:
+        cropped = sum(row.action == CROP for row in result.fov_rows)
+        log(f"field of view: {cropped} images cropped, {len(result.fov_rows) - cropped} kept "
+            f"whole; each image's decision is in {result.fov_path}:")
+        _log_some([f"  row {row.row}: {row.filename}: {row.describe()}"
+                   for row in result.fov_rows], log)
     if result.bad_rows:
         log(f"skipped {len(result.bad_rows)} bad rows ({result.n_missing} image files missing); "
             f"listed in {result.report_path}:")
-        for bad in result.bad_rows[:20]:
-            log(f"  row {bad.row}: {bad.filename}: {bad.reason}")
-        if len(result.bad_rows) > 20:
-            log(f"  ... and {len(result.bad_rows) - 20} more")
+        _log_some([f"  row {bad.row}: {bad.filename}: {bad.reason}" for bad in result.bad_rows],
+                  log)
     return result
+
+
+def _log_some(lines: list[str], log: Log, limit: int = 20) -> None:
+    for line in lines[:limit]:
+        log(line)
+    if len(lines) > limit:
+        log(f"  ... and {len(lines) - limit} more")
 
 
 def eda(*, source: str | None = None, out: str | None = None, workdir: str = "runs",
