@@ -88,6 +88,10 @@ def check_init(model_name: str, init: str | None) -> None:
     if path is None:
         return
     normalization_for(model_name, init)  # a model without Keras preprocessing cannot start
+    if init in (IMAGENET, IMAGENET_IF_CACHED) and not path.is_file():
+        raise WeightsError(f"{path}: no ImageNet weights for {model_name} in the cache; make "
+                           f"them with `invoke weights --model={model_name}` (once, on a "
+                           "machine with internet and TensorFlow)")
     shapes, metadata = inspect_backbone(path)
     check_model_name(path, metadata, model_name)
     model = nnx.eval_shape(lambda: build_classifier(model_name, 1, rngs=nnx.Rngs(0)))

@@ -121,7 +121,7 @@ def test_missing_or_foreign_weights_file_fails_before_training(tiny_data, tmp_pa
     assert str(absent) in message and "invoke weights" in message
     # imagenet = the cache's file, absent in this test's cache.
     message = _one_line(lambda: _train(tiny_data, tmp_path / "runs", init="imagenet"))
-    assert str(weights_file(MODEL)) in message
+    assert str(weights_file(MODEL)) in message and "invoke weights --model=resnet50" in message
     message = _one_line(lambda: commands.train(
         task="binary", model="inception-v3", preset="smoke", init=str(backbone_file),
         data_dir=str(tiny_data.data_dir), workdir=str(tmp_path / "runs"), log=lambda _: None))
