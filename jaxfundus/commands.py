@@ -171,7 +171,7 @@ def evaluate(*, task: str | None = None, model: str | None = None, all_tasks: bo
 
 def report(*, workdir: str = "runs", log: Log = print) -> Path:
     """Write WORKDIR/report/{summary.csv, summary.md, index.html}."""
-    from jaxfundus.evaluate.report import write_report
+    from jaxfundus.report import write_report
 
     path = write_report(Path(workdir))
     log(f"report: {path}")

@@ -4,11 +4,13 @@ self-contained page whose embedded images are real pictures, and a page Chromium
 from __future__ import annotations
 
 import base64
+import fnmatch
 import io
 import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +20,10 @@ from PIL import Image
 
 from jaxfundus import runs
 from jaxfundus.config import load_task, task_names
-from jaxfundus.evaluate.report import summary_table, write_report
 from jaxfundus.evaluate.results import anomaly_results, supervised_results
+from jaxfundus.report import summary_table, write_report
 
+REPO = Path(__file__).resolve().parents[2]
 HISTORY_COLUMNS = {
     "single-label": ("train_loss", "train_accuracy", "val_loss", "val_accuracy",
                      "val_balanced_accuracy", "val_macro_auroc"),
@@ -235,3 +238,18 @@ def test_chromium_renders_the_page(workdir, tmp_path):
     assert pixels.shape == (2000, 1200)
     assert pixels.std() > 10
     assert (pixels < 128).mean() > 0.005  # text and figures, not an empty white page
+
+
+def test_style_sheet_and_notes_are_package_data():
+    """style.css and howto.toml load through importlib.resources, and pyproject's package-data
+    patterns ship them in a wheel (a non-editable install has no source tree to read)."""
+    from importlib import resources
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["*"]
+    data = [p for p in resources.files("jaxfundus.report").iterdir()
+            if p.is_file() and not p.name.endswith((".py", ".pyc"))]
+    assert {p.name for p in data} >= {"style.css", "howto.toml"}
+    for path in data:
+        assert any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns), path.name
+        assert path.read_text(encoding="utf-8").strip()
