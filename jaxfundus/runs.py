@@ -1,8 +1,11 @@
 """The results layout: where every file of a run lives, and the one way to write and read them.
 
     WORKDIR/<task>/<model>/fold-<k>/  checkpoints/, history.csv, tensorboard/, split.csv,
-                                      predictions.csv, metrics.json, config.json, (pictures)
-    WORKDIR/<task>/<model>/summary.json   each metric's mean and std over the finished folds
+                                      predictions.csv, metrics.json, config.json, (pictures:
+                                      saliency.png, reconstructions.png)
+    WORKDIR/<task>/<model>/summary.json   each metric's mean and std over the finished folds,
+                                          and its value and 95% interval on the pooled
+                                          predictions of those folds
 
 Training, evaluation, prediction and the report all go through this module, so the layout and
 the fold summary are defined once. Nothing here imports jax.
@@ -19,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from jaxfundus.config import RunConfig, TaskSpec, load_task
+from jaxfundus.evaluate.results import headline_intervals
 from jaxfundus.io import write_csv_atomic, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
@@ -29,10 +33,12 @@ PREDICTIONS = "predictions.csv"
 METRICS = "metrics.json"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
+SALIENCY = "saliency.png"  # supervised folds: test images with their Grad-CAM maps
 # The fold metrics that summary.json averages (those a fold's metrics.json has).
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "top1_accuracy",
-                   "exact_match_accuracy", "auroc", "auprc", "f1", "sensitivity_at_90_specificity",
-                   "sensitivity_at_95_specificity", "pixel_auroc")
+                   "exact_match_accuracy", "auroc", "auprc", "f1", "sensitivity", "specificity",
+                   "sensitivity_at_90_specificity", "sensitivity_at_95_specificity", "ece",
+                   "pixel_auroc")
 
 
 def fold_numbers(spec: TaskSpec) -> list[int]:
@@ -123,7 +129,8 @@ def load_run(workdir: str | Path, spec: TaskSpec, model: str) -> Run:
         # An interrupted run writes no summary.json (or leaves an older one behind).
         notes.append(f"{spec.name} / {model}: summary.json missing or stale; the table uses the "
                      f"{len(folds)} finished folds' metrics.json")
-        summary = summarize(spec, model, [fold.metrics for fold in folds])
+        summary = summarize(spec, model, [fold.metrics for fold in folds],
+                            pooled_predictions(folds), run_seed(folds))
     return Run(spec, model, directory, folds, summary if folds else None, notes)
 
 
@@ -134,8 +141,14 @@ def trained_models(workdir: str | Path, spec: TaskSpec) -> list[str]:
         (p / SUMMARY).exists() or any(p.glob(f"fold-*/{METRICS}"))))
 
 
-def summarize(spec: TaskSpec, model: str, fold_metrics: list[dict]) -> dict:
-    """summary.json: each SUMMARY_METRICS value's mean, std and per-fold list over the folds."""
+def summarize(spec: TaskSpec, model: str, fold_metrics: list[dict],
+              predictions: pd.DataFrame | None = None, seed: int = 0) -> dict:
+    """summary.json: each SUMMARY_METRICS value's mean, std and per-fold list over the folds.
+
+    With `predictions` (the folds' predictions.csv rows, concatenated: each test image once),
+    each metric also gets `pooled`, its value on all those rows together, and `pooled_ci`, the
+    95% patient-bootstrap interval of that value (seeded with `seed`, the run's seed).
+    """
     summary: dict[str, Any] = {"task": spec.name, "model": model, "kind": spec.kind,
                                "folds_expected": len(fold_numbers(spec)),
                                "folds_done": len(fold_metrics), "metrics": {}}
@@ -146,13 +159,34 @@ def summarize(spec: TaskSpec, model: str, fold_metrics: list[dict]) -> dict:
                                         "std": float(np.std(values)), "per_fold": values}
     if fold_metrics:
         summary["n_test"] = int(sum(int(m.get("n_test") or 0) for m in fold_metrics))
+    if predictions is not None and len(predictions):
+        pooled = headline_intervals(predictions, spec.classes, seed=seed)
+        for name, entry in summary["metrics"].items():
+            if name in pooled:
+                interval = pooled[name]
+                entry["pooled"] = None if np.isnan(interval.estimate) else interval.estimate
+                entry["pooled_ci"] = interval.to_json()
     return summary
+
+
+def pooled_predictions(folds: list[Fold]) -> pd.DataFrame | None:
+    """The finished folds' predictions.csv rows, concatenated (None when none can be read)."""
+    frames = [p for fold in folds if fold.finished and (p := fold.predictions()) is not None]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def run_seed(folds: list[Fold]) -> int:
+    """The seed the run was trained with (its first fold's config.json), 0 if unknown."""
+    configs = [fold.config for fold in folds if fold.config]
+    return int(configs[0].get("seed") or 0) if configs else 0
 
 
 def write_summary(workdir: str | Path, spec: TaskSpec, model: str) -> dict:
     """Summarise the finished folds into summary.json (and return it)."""
-    folds = [read_fold(workdir, spec.name, model, n) for n in fold_numbers(spec)]
-    summary = summarize(spec, model, [f.metrics for f in folds if f.finished])
+    folds = [fold for n in fold_numbers(spec)
+             if (fold := read_fold(workdir, spec.name, model, n)).finished]
+    summary = summarize(spec, model, [f.metrics for f in folds], pooled_predictions(folds),
+                        run_seed(folds))
     write_json_atomic(summary, run_directory(workdir, spec.name, model) / SUMMARY)
     return summary
 
