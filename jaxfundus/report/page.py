@@ -66,14 +66,19 @@ def html_table(frame: pd.DataFrame, row_class: Callable[[dict], str] = lambda ro
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def embeddable_png(path: Path, max_width: int = EMBEDDED_IMAGE_MAX_WIDTH) -> bytes | None:
-    """The image as PNG bytes, downscaled to max_width; None if unreadable."""
+def embeddable_png(path: Path, max_width: int = EMBEDDED_IMAGE_MAX_WIDTH,
+                   colours: int | None = None) -> bytes | None:
+    """The image as PNG bytes, downscaled to max_width and, with `colours`, reduced to a
+    palette of that many colours (photographs compress several times smaller); None if
+    unreadable."""
     try:
         with Image.open(path) as image:
             image.load()
             if image.width > max_width:
                 height = round(image.height * max_width / image.width)
                 image = image.resize((max_width, height), Image.LANCZOS)
+            if colours is not None:
+                image = image.convert("RGB").quantize(colours)
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             return buffer.getvalue()

@@ -13,8 +13,12 @@ from jaxfundus.runs import Fold, Run, is_number
 
 METRIC_TITLES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
                  "auroc": "AUROC", "top1_accuracy": "top-1 accuracy", "f1": "F1"}
+# Per metric: mean and std over folds, then its value on the pooled test predictions of all
+# folds with the 95% patient-bootstrap interval (summary.json's pooled, pooled_ci).
 CSV_COLUMNS = ["task", "model", "kind", "status", "folds_done", "folds_expected", "n_test",
-               *(name for metric in METRIC_TITLES for name in (metric, f"{metric}_std")),
+               *(name for metric in METRIC_TITLES
+                 for name in (metric, f"{metric}_std", f"{metric}_pooled", f"{metric}_ci_low",
+                              f"{metric}_ci_high")),
                "baseline", "baseline_accuracy", "baseline_f1", "study"]
 
 
@@ -47,8 +51,11 @@ def _row(run: Run) -> dict:
     kind = kind_of(run.spec)
     for column, source in kind.table_metrics.items():
         if source in metrics:
-            row[column] = metrics[source]["mean"]
-            row[f"{column}_std"] = metrics[source]["std"]
+            entry = metrics[source]
+            row[column], row[f"{column}_std"] = entry["mean"], entry["std"]
+            row[f"{column}_pooled"] = entry.get("pooled")
+            row[f"{column}_ci_low"], row[f"{column}_ci_high"] = entry.get("pooled_ci") or (
+                None, None)
     row["baseline"] = kind.baseline_name
     row["baseline_accuracy"] = mean_of(fold_baseline(run, fold) for fold in run.folds)
     row["baseline_f1"] = mean_of(kind.baseline_f1(fold) for fold in run.folds)
@@ -63,17 +70,27 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         shown["folds"] = f"{row['folds_done']}/{row['folds_expected']}"
         shown["n_test"] = "" if pd.isna(row["n_test"]) else str(row["n_test"])
         for column, title in METRIC_TITLES.items():
-            shown[title] = _mean_std(row[column], row[f"{column}_std"], row["folds_done"])
+            shown[title] = metric_text(row, column)
         shown["baseline"] = _baseline_text(row)
         shown["study reported"] = row["study"]
         rows.append(shown)
     return pd.DataFrame(rows)
 
 
-def _mean_std(mean: Any, std: Any, folds: int) -> str:
+def metric_text(row: dict, column: str) -> str:
+    """'0.920 [0.880, 0.950]' for one fold; with several, 'mean ± std over folds; pooled
+    0.915 [0.870, 0.950]'; the bare number where no interval was stored."""
+    mean, std, folds = row[column], row[f"{column}_std"], row["folds_done"]
     if pd.isna(mean):
         return ""
-    return f"{mean:.3f}" if folds <= 1 or pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
+    low, high = row[f"{column}_ci_low"], row[f"{column}_ci_high"]
+    interval = "" if pd.isna(low) or pd.isna(high) else f" [{low:.3f}, {high:.3f}]"
+    if folds <= 1 or pd.isna(std):
+        return f"{mean:.3f}{interval}"
+    pooled = row[f"{column}_pooled"]
+    pooled_text = (f"; pooled {pooled:.3f}{interval}" if interval and not pd.isna(pooled)
+                   else "")
+    return f"{mean:.3f} ± {std:.3f}{pooled_text}"
 
 
 def _baseline_text(row: dict) -> str:
