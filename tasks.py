@@ -11,11 +11,16 @@ import sys
 from invoke import Exit, task
 
 
-def _friendly_errors(func):
-    """Known user-facing errors -> one line on stderr and exit code 1, no traceback."""
+def _entry_point(func):
+    """Process setup for a task, then known user-facing errors -> one line on stderr and exit
+    code 1, no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        # First, before anything imports jax: the allocator tuning must precede jax's threads.
+        from jaxfundus.host_memory import retain_freed_memory
+
+        retain_freed_memory()
         from jaxfundus.errors import USER_ERRORS
 
         try:
@@ -27,12 +32,13 @@ def _friendly_errors(func):
     return wrapper
 
 
-def _int(value):
-    return None if value is None else int(value)
+def _overrides(settings, allowed=None, **flags):
+    """RunConfig overrides from `--set key=value` and the explicit flags, which are shorthands
+    for it: both are parsed, typed and checked by jaxfundus.config.parse_settings."""
+    from jaxfundus.config import parse_settings
 
-
-def _float(value):
-    return None if value is None else float(value)
+    shorthands = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    return parse_settings([*shorthands, *(settings or ())], allowed)
 
 
 @task(help={
@@ -46,13 +52,18 @@ def _float(value):
     "threshold": "anomaly tasks: a manual decision threshold on the normalised score",
     "anomaly-test-set": "anomaly tasks: patients | study-imbalanced | study-reduced",
     "coordinator": "multi-process: coordinator address host:port (jax.distributed)",
-})
-@_friendly_errors
+    "set": "KEY=VALUE for any run option (repeatable), e.g. --set epochs=3 --set augment=no",
+}, iterable=["set_"])
+@_entry_point
 def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_size=None,
           batch_size=None, learning_rate=None, seed=None, data_dir=None, workdir=None,
           dtype=None, workers=None, retrain=False, threshold=None, anomaly_test_set=None,
-          coordinator=None, num_processes=None, process_id=None):
+          coordinator=None, num_processes=None, process_id=None, set_=None):
     """Train a task of the matrix (all its models and folds), or --all of it."""
+    overrides = _overrides(set_, epochs=epochs, image_size=image_size, batch_size=batch_size,
+                           learning_rate=learning_rate, seed=seed, data_dir=data_dir,
+                           workdir=workdir, dtype=dtype, workers=workers, threshold=threshold,
+                           anomaly_test_set=anomaly_test_set)
     if coordinator:
         from jaxfundus.train.mesh import initialize_distributed
 
@@ -60,11 +71,7 @@ def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_
     from jaxfundus import commands
 
     commands.train(task=task, model=model, all_tasks=all_, preset=preset, retrain=retrain,
-                   epochs=_int(epochs), image_size=_int(image_size),
-                   batch_size=_int(batch_size), learning_rate=_float(learning_rate),
-                   seed=_int(seed), data_dir=data_dir, workdir=workdir, dtype=dtype,
-                   workers=_int(workers), threshold=_float(threshold),
-                   anomaly_test_set=anomaly_test_set)
+                   **overrides)
 
 
 @task(help={
@@ -73,7 +80,7 @@ def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_
     "image-size": "stored square size in px (32, 64, 128, 256, 512, 1024)",
     "strict": "refuse the whole build if any row is bad",
 })
-@_friendly_errors
+@_entry_point
 def data(c, source, data_dir, image_size=256, strict=False):
     """Prepare the TFDS dataset from TOP data (bad rows are skipped and reported)."""
     from jaxfundus import commands
@@ -84,7 +91,7 @@ def data(c, source, data_dir, image_size=256, strict=False):
 
 @task(help={"source": "a TOP-layout directory (default: the synthetic data)",
             "out": "output folder (default WORKDIR/eda)", "workdir": "default runs"})
-@_friendly_errors
+@_entry_point
 def eda(c, source=None, out=None, workdir="runs"):
     """The study's EDA figures (age/sex, disease counts, co-occurrence, samples) + summary.md."""
     from jaxfundus import commands
@@ -96,18 +103,21 @@ def eda(c, source=None, out=None, workdir="runs"):
     "task": "task or group to re-evaluate", "all": "every run of the matrix, then the report",
     "model": "one model of the task", "workdir": "default runs",
     "threshold": "anomaly tasks: use this manual threshold (normalised score) instead",
-})
-@_friendly_errors
-def eval(c, task=None, all_=False, model=None, workdir="runs", threshold=None):  # noqa: A001
+    "set": "KEY=VALUE (repeatable) for threshold, threshold_criterion, batch_size, workers, "
+           "data_dir",
+}, iterable=["set_"])
+@_entry_point
+def eval(c, task=None, all_=False, model=None, workdir="runs", threshold=None,  # noqa: A001
+         set_=None):
     """Re-evaluate trained runs' best checkpoints on their test splits (--all writes the report)."""
     from jaxfundus import commands
 
-    commands.evaluate(task=task, model=model, all_tasks=all_, workdir=workdir,
-                      threshold=_float(threshold))
+    overrides = _overrides(set_, commands.EVALUATION_SETTINGS, threshold=threshold)
+    commands.evaluate(task=task, model=model, all_tasks=all_, workdir=workdir, **overrides)
 
 
 @task(help={"workdir": "default runs"})
-@_friendly_errors
+@_entry_point
 def report(c, workdir="runs"):
     """Write WORKDIR/report/{summary.csv, summary.md, index.html} from the trained runs."""
     from jaxfundus import commands
@@ -117,7 +127,7 @@ def report(c, workdir="runs"):
 
 @task(help={"task": "a task with two or more trained models", "workdir": "default runs",
             "json": "one JSON object per pair of models"})
-@_friendly_errors
+@_entry_point
 def compare(c, task, workdir="runs", json=False):
     """Paired AUROC difference of a task's trained models on the same test images."""
     from jaxfundus import commands
@@ -132,7 +142,7 @@ def compare(c, task, workdir="runs", json=False):
     "explain": "also write Grad-CAM overlays (photograph + heat map) per image",
     "out": "folder for the overlays (default WORKDIR/<task>/<model>/explanations)",
 })
-@_friendly_errors
+@_entry_point
 def predict(c, task, model=None, image=None, folder=None, json=False, explain=False, out=None,
             workdir="runs"):
     """Class probabilities (or anomaly score and decision) for new photographs."""
@@ -154,7 +164,7 @@ def predict(c, task, model=None, image=None, folder=None, json=False, explain=Fa
     "compare": "also time the PyTorch step (resnet50, ganomaly)",
     "json": "one JSON line", "data-dir": "pipeline data (default: the synthetic dataset)",
 })
-@_friendly_errors
+@_entry_point
 def bench(c, model="resnet50", image_size=128, batch_size=16, steps=10, dtype="float32",
           pipeline=False, workers=0, compare=False, json=False, data_dir=None):
     """Images/s, step and compile time, FLOPs and MFU of the real training step."""

@@ -14,6 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from jaxfundus.host_memory import retain_freed_memory
+
+retain_freed_memory()  # before torch or jax start their threads
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_reference import STEP_BUILDERS  # noqa: E402
 

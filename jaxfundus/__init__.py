@@ -1,8 +1,7 @@
-"""jaxfundus: disease and anomaly detection in fundus photographs with JAX/Flax."""
+"""jaxfundus: disease and anomaly detection in fundus photographs with JAX/Flax.
 
-from jaxfundus.host_memory import retain_freed_memory
+Importing the package changes nothing in the process: entry points (tasks.py, benchmarks/) tune
+the allocator (`host_memory`) and commands switch the compilation cache on (`compile_cache`).
+"""
 
 __version__ = "0.1.0"
-
-# Before jax starts its threads: see host_memory (about 12% of a CPU training step).
-retain_freed_memory()

@@ -58,8 +58,10 @@ def prepare_train_step(model: str, image_size: int, batch_size: int, *,
     rng = np.random.default_rng(0)
     targets = rng.integers(0, len(spec.classes), batch_size).astype(np.int32)
     state = trainer.init_state()
-    fields = {"image": rng.standard_normal((batch_size, image_size, image_size, 3), np.float32),
-              "target": targets, "mask": np.ones(batch_size, bool)}
+    fields = {"image": rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8),
+              "target": targets, "mask": np.ones(batch_size, bool),
+              "example_id": np.stack([np.zeros(batch_size), np.arange(batch_size)], 1)
+              .astype(np.int32)}
     weights = method.example_weights(targets)
     if weights is not None:
         fields["weight"] = weights
@@ -103,7 +105,8 @@ def bench_train_step(model: str, image_size: int, batch_size: int, *, steps: int
 
 def bench_pipeline(image_size: int, batch_size: int, *, steps: int = 20, workers: int = 0,
                    data_dir: str | None = None, log=print) -> dict:
-    """Images/s of the Grain training pipeline (decode, resize, augment, normalise, batch)."""
+    """Images/s of the Grain training pipeline (decode, resize, batch; augmentation and
+    normalisation run on the device) in this process (workers=0) or `workers` processes."""
     from jaxfundus.data.datasets import open_dataset
     from jaxfundus.data.pipeline import train_batches
 

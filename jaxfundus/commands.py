@@ -18,11 +18,13 @@ from jaxfundus.config import (
 )
 
 Log = Callable[[str], None]
+# RunConfig fields that change how a trained run is scored, not what was trained (eval --set).
+EVALUATION_SETTINGS = ("threshold", "threshold_criterion", "batch_size", "workers", "data_dir")
 
 
 def data_headline(data_dir: str | None) -> str:
     if data_dir is None:
-        from jaxfundus.data.datasets import cache_dir
+        from jaxfundus.paths import cache_dir
 
         return f"SYNTHETIC default data (procedural generator, cached in {cache_dir()})"
     return f"prepared data at {data_dir}"
@@ -136,9 +138,17 @@ def eda(*, source: str | None = None, out: str | None = None, workdir: str = "ru
 
 
 def evaluate(*, task: str | None = None, model: str | None = None, all_tasks: bool = False,
-             workdir: str = "runs", threshold: float | None = None, log: Log = print) -> list:
+             workdir: str = "runs", log: Log = print, **overrides) -> list:
     """Re-evaluate trained runs' best checkpoints on their test splits (--all: every run, then
-    the report). Runs of the matrix that were never trained are listed as such."""
+    the report). Runs of the matrix that were never trained are listed as such.
+
+    `overrides` (EVALUATION_SETTINGS, e.g. threshold=0.4) replace the saved configuration's
+    values; None leaves a value as trained.
+    """
+    unknown = sorted(set(overrides) - set(EVALUATION_SETTINGS))
+    if unknown:
+        raise ConfigError(f"eval cannot change {', '.join(unknown)}; it can change: "
+                          + ", ".join(EVALUATION_SETTINGS))
     from jaxfundus.compile_cache import enable_compilation_cache
     from jaxfundus.data.datasets import open_dataset
     from jaxfundus.experiment import evaluate_task
@@ -150,7 +160,7 @@ def evaluate(*, task: str | None = None, model: str | None = None, all_tasks: bo
     parallel = DataParallel()
     summaries, not_trained, datasets = [], [], {}
     for task_name, model_name in pairs:
-        config = saved_config(workdir, task_name, model_name, threshold=threshold)
+        config = saved_config(workdir, task_name, model_name, **overrides)
         if config is None:
             not_trained.append(f"{task_name}/{model_name}")
             continue

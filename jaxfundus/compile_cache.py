@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jax
 
-from jaxfundus.data.datasets import cache_dir
+from jaxfundus.paths import cache_dir
 
 
 def enable_compilation_cache() -> Path | None:

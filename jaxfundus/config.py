@@ -1,15 +1,28 @@
-"""Typed experiment configuration: tasks and presets are data in `experiments/`, resolved here."""
+"""Typed experiment configuration: tasks and presets are data in `experiments/`, resolved here.
+
+`experiments/` sits at the top of the repository and ships inside the package as
+`jaxfundus.experiments` (pyproject.toml maps the folder), so an installed wheel reads the same
+files. Every `RunConfig` value, whether from a preset, `--set key=value` or a keyword argument,
+is checked against the field's type and range with one set of messages.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
+import importlib.util
 import tomllib
+import types
+import typing
+from collections.abc import Collection, Iterable
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 BALANCE_MODES = ("class-weights", "none")
 ANOMALY_TEST_SETS = ("patients", "study-imbalanced", "study-reduced")
+THRESHOLD_CRITERIA = ("f1", "youden")
+DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -43,6 +56,7 @@ class RunConfig:
     learning_rate: float
     patience: int
     checkpoint_every_steps: int
+    log_every_steps: int = 50  # step metrics reach the host (and the NaN guard) this often
     seed: int = 0
     weight_decay: float = 1e-4
     test_fraction: float = 0.2
@@ -66,12 +80,13 @@ class RunConfig:
 
 def task_names() -> list[str]:
     """All task names of the matrix, in a stable order."""
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml") if p.stem not in _NON_TASK_FILES)
+    return sorted(entry.name.removesuffix(".toml") for entry in _experiments().iterdir()
+                  if entry.name.endswith(".toml") and entry.name not in _NON_TASK_FILES)
 
 
 def task_groups() -> dict[str, list[str]]:
     """Named groups of tasks (e.g. `rare-vs-normal`)."""
-    return _read_toml(EXPERIMENTS_DIR / "groups.toml")
+    return _read_toml(_experiments() / "groups.toml")
 
 
 def expand_task(name: str) -> list[str]:
@@ -85,8 +100,8 @@ def expand_task(name: str) -> list[str]:
 
 def load_task(name: str) -> TaskSpec:
     """Read one task file; unknown names fail with the list of known tasks."""
-    path = EXPERIMENTS_DIR / f"{name}.toml"
-    if name in _NON_TASK_FILES or not path.exists():
+    path = _experiments() / f"{name}.toml"
+    if path.name in _NON_TASK_FILES or not path.is_file():
         known = ", ".join(task_names() + list(task_groups()))
         raise ConfigError(f"unknown task '{name}'; choose from: {known}")
     raw = _read_toml(path)
@@ -104,13 +119,12 @@ def load_task(name: str) -> TaskSpec:
 
 
 def preset_names() -> list[str]:
-    return list(_read_toml(EXPERIMENTS_DIR / "presets.toml"))
+    return list(_presets())
 
 
 def preset_model(preset: str, model: str) -> str:
     """The model a preset trains in place of a task's listed model (usually the same one)."""
-    presets = _read_toml(EXPERIMENTS_DIR / "presets.toml")
-    return presets.get(preset, {}).get("substitutes", {}).get(model, model)
+    return _presets().get(preset, {}).get("substitutes", {}).get(model, model)
 
 
 def default_preset() -> str:
@@ -126,44 +140,171 @@ def resolve_config(
     """Task + model + preset (+ per-model preset overrides) + explicit overrides -> RunConfig.
 
     `overrides` with value None are ignored, so CLI flags can be passed through unchanged.
+    Raises ConfigError for an unknown name or option and for a value of the wrong type or range.
     Whether the model fits the task is the method registry's call (jaxfundus.methods.check_fits).
     """
     spec = load_task(task)
     model = model or spec.models[0]
     preset = preset or default_preset()
-    presets = _read_toml(EXPERIMENTS_DIR / "presets.toml")
+    presets = _presets()
     if preset not in presets:
         raise ConfigError(f"unknown preset '{preset}'; choose from: {', '.join(presets)}")
-    values = {k: v for k, v in presets[preset].items()
-              if k not in ("description", "models", "substitutes")}
-    values.update(presets[preset].get("models", {}).get(model, {}))
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ConfigError(f"unknown option '{key}'")
-        if value is not None:
-            values[key] = value
+    where = f"presets.toml [{preset}]"
+    values = {key: check_value(key, value, where) for key, value in presets[preset].items()
+              if key not in ("description", "models", "substitutes")}
+    where = f"presets.toml [{preset}.models.{model}]"
+    values.update({key: check_value(key, value, where)
+                   for key, value in presets[preset].get("models", {}).get(model, {}).items()})
+    values.update({key: check_value(key, value) for key, value in overrides.items()
+                   if value is not None})
+    missing = [name for name in _REQUIRED if name not in values]
+    if missing:
+        raise ConfigError(f"presets.toml [{preset}] lacks {', '.join(missing)}")
     config = RunConfig(task=task, model=model, preset=preset, **values)
     _check(config)
     return config
 
 
+def settable_fields() -> tuple[str, ...]:
+    """The RunConfig fields `--set` accepts: all but the task, model and preset (own flags)."""
+    return tuple(name for name in _FIELD_TYPES if name not in _SELECTORS)
+
+
+def parse_settings(assignments: Iterable[str],
+                   allowed: Collection[str] | None = None) -> dict[str, Any]:
+    """`--set key=value` texts -> typed overrides, e.g. ["epochs=3", "augment=no"] ->
+    {"epochs": 3, "augment": False}.
+
+    Each value is parsed as its RunConfig field's type: int, float, bool (true/false, 1/0,
+    yes/no), str, and `none` for fields that may be None. `allowed` limits the keys (default:
+    `settable_fields()`). Raises ConfigError naming the key, the value and the expected type, or
+    the valid keys for an unknown one; a key given twice is an error too.
+    """
+    allowed = tuple(allowed) if allowed is not None else settable_fields()
+    settings: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for text in assignments:
+        key, equals, value = text.partition("=")
+        key = key.strip().replace("-", "_")
+        if not equals or not key:
+            raise ConfigError(f"--set '{text}': expected key=value, e.g. --set epochs=3")
+        if key in _SELECTORS:
+            raise ConfigError(f"--set {key}=...: the {key} is chosen with --{key}")
+        if key not in allowed:
+            raise ConfigError(f"unknown option '{key}'; valid keys: {', '.join(allowed)}")
+        if key in given:
+            raise ConfigError(f"option '{key}' is given twice ({key}={given[key]} and {text})")
+        given[key] = value
+        settings[key] = _parse_text(key, value)
+    return settings
+
+
+def check_value(key: str, value: Any, where: str = "") -> Any:
+    """A RunConfig value checked against its field's type (an int is a valid float).
+
+    Raises ConfigError `[where: ]key = value: expected <type>`, or for an unknown key one that
+    lists the valid keys.
+    """
+    prefix = f"{where}: " if where else ""
+    if key not in _FIELD_TYPES or key in _SELECTORS:
+        raise ConfigError(f"{prefix}unknown option '{key}'; valid keys: "
+                          + ", ".join(settable_fields()))
+    allowed = _FIELD_TYPES[key]
+    if value is None and types.NoneType in allowed:
+        return None
+    if isinstance(value, bool):
+        if bool in allowed:
+            return value
+    elif isinstance(value, int) and int in allowed:
+        return value
+    elif isinstance(value, int | float) and float in allowed:
+        return float(value)
+    elif isinstance(value, str) and str in allowed:
+        return value
+    raise ConfigError(f"{prefix}{key} = {value!r}: expected {_describe(allowed)}")
+
+
+def _parse_text(key: str, text: str) -> Any:
+    allowed = _FIELD_TYPES[key]
+    word = text.strip().lower()
+    if types.NoneType in allowed and word in ("none", "null"):
+        return None
+    if bool in allowed and word in _BOOL_WORDS:
+        return _BOOL_WORDS[word]
+    for kind in (int, float):
+        if kind in allowed:
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    if str in allowed:
+        return text
+    raise ConfigError(f"{key} = {text!r}: expected {_describe(allowed)}")
+
+
+def _describe(allowed: tuple[type, ...]) -> str:
+    return " or ".join(_TYPE_NAMES[kind] for kind in allowed)
+
+
+def _field_types() -> dict[str, tuple[type, ...]]:
+    """RunConfig field -> the types it accepts, read from the annotations (`float | None`...)."""
+    hints = typing.get_type_hints(RunConfig)
+    return {field.name: (typing.get_args(hints[field.name])
+                         if isinstance(hints[field.name], types.UnionType)
+                         else (hints[field.name],))
+            for field in dataclasses.fields(RunConfig)}
+
+
 def _check(config: RunConfig) -> None:
-    if config.balance not in BALANCE_MODES:
-        raise ConfigError(f"balance '{config.balance}' is not one of {BALANCE_MODES}")
-    if config.anomaly_test_set not in ANOMALY_TEST_SETS:
-        raise ConfigError(
-            f"anomaly_test_set '{config.anomaly_test_set}' is not one of {ANOMALY_TEST_SETS}"
-        )
-    if config.threshold_criterion not in ("f1", "youden"):
-        raise ConfigError(f"threshold_criterion '{config.threshold_criterion}' is not f1 or youden")
-    if config.image_size < 16 or config.batch_size < 1 or config.epochs < 1:
-        raise ConfigError("image_size must be >= 16, batch_size and epochs >= 1")
+    for key, choices in (("balance", BALANCE_MODES), ("anomaly_test_set", ANOMALY_TEST_SETS),
+                         ("threshold_criterion", THRESHOLD_CRITERIA), ("dtype", DTYPES)):
+        value = getattr(config, key)
+        if value not in choices:
+            raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(choices)}")
+    for key, minimum in _MINIMUMS.items():
+        value = getattr(config, key)
+        if value < minimum:
+            raise ConfigError(f"{key} = {value!r}: expected a value >= {minimum}")
+    for key in ("test_fraction", "val_fraction"):
+        value = getattr(config, key)
+        if not 0 < value < 1:
+            raise ConfigError(f"{key} = {value!r}: expected a fraction between 0 and 1")
+    if not config.learning_rate > 0:
+        raise ConfigError(f"learning_rate = {config.learning_rate!r}: expected a value > 0")
 
 
-_NON_TASK_FILES = ("presets", "groups")
+def _experiments() -> Traversable:
+    """The task matrix: package data when installed, else the checkout's top-level folder."""
+    if importlib.util.find_spec("jaxfundus.experiments") is not None:
+        return importlib.resources.files("jaxfundus.experiments")
+    # Run from a checkout that is on sys.path but not installed (pyproject maps the same folder).
+    checkout = Path(__file__).resolve().parent.parent / "experiments"
+    if not checkout.is_dir():
+        raise ConfigError(f"the task matrix is missing: neither the jaxfundus.experiments "
+                          f"package nor {checkout} exists (reinstall jaxfundus)")
+    return checkout
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _presets() -> dict[str, Any]:
+    return _read_toml(_experiments() / "presets.toml")
+
+
+def _read_toml(path: Traversable) -> dict[str, Any]:
     with path.open("rb") as f:
-        return tomllib.load(f)
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+
+_NON_TASK_FILES = ("presets.toml", "groups.toml")
+_SELECTORS = ("task", "model", "preset")  # chosen by --task/--model/--preset, not --set
+_FIELD_TYPES = _field_types()
+_REQUIRED = tuple(field.name for field in dataclasses.fields(RunConfig)
+                  if field.default is dataclasses.MISSING and field.name not in _SELECTORS)
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "text",
+               types.NoneType: "none"}
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_MINIMUMS = {"image_size": 16, "batch_size": 1, "epochs": 1, "patience": 0,
+             "checkpoint_every_steps": 0, "log_every_steps": 0, "workers": 0,
+             "weight_decay": 0}

@@ -7,7 +7,9 @@ faults and ~0.5 s of kernel time per step on a 2-core CPU, about 12% of the step
 arena, a high mmap threshold and no trimming, the buffer stays mapped and is reused.
 
 Only glibc on Linux is affected; elsewhere (and with JAXFUNDUS_MALLOC_TUNING=0) it does nothing.
-It must run before the threads that allocate start, hence the call in ``jaxfundus/__init__``.
+It must run before the threads that allocate start, so entry points call it before they import
+jax (tasks.py, benchmarks/*.py); importing jaxfundus does not, as a library must not change the
+allocator of the process that imports it.
 """
 
 import ctypes

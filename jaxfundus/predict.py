@@ -20,6 +20,7 @@ from PIL import Image
 
 from jaxfundus import runs
 from jaxfundus.config import ConfigError, load_task
+from jaxfundus.data.augment import prepare_batch
 from jaxfundus.data.images import ImageError, letterbox, load_rgb
 from jaxfundus.data.pipeline import normalize, resize
 from jaxfundus.evaluate.calibration import TemperatureScaling
@@ -65,16 +66,16 @@ class Predictor:
         self.method = make_method(spec, config)
         trainer = Trainer(self.method, config, DataParallel())
         self.states = [trainer.restore_best(fold.directory) for fold in folds]
-        self._eval = jax.jit(self.method.eval_step)
+        self._eval = jax.jit(lambda state, batch: self.method.eval_step(
+            state, prepare_batch(batch, self.method.normalization, augment_seed=None)))
         self._explainers: list | None = None
 
     def preprocess(self, path: Path) -> np.ndarray:
-        """The training preprocessing: float32[S,S,3] for this run's model."""
-        return self._model_input(load_rgb(path))
+        """The training pipeline's image for this run: uint8[S,S,3] (normalised in the step)."""
+        return self._stored(load_rgb(path))
 
-    def _model_input(self, photo: np.ndarray) -> np.ndarray:
-        image = letterbox(photo, self.stored_size)
-        return normalize(resize(image, self.config.image_size), self.method.normalization)
+    def _stored(self, photo: np.ndarray) -> np.ndarray:
+        return resize(letterbox(photo, self.stored_size), self.config.image_size)
 
     def predict(self, path: Path) -> Prediction:
         batch = {"image": self.preprocess(path)[None], "mask": np.ones(1, bool)}
@@ -89,7 +90,8 @@ class Predictor:
         own size with the fold models' mean Grad-CAM map over it. The prediction's `extra`
         names the files (saliency_maps: class -> path)."""
         photo = load_rgb(path)
-        image = self._model_input(photo)[None]
+        image = np.asarray(normalize(self._stored(photo)[None], self.method.normalization),
+                           np.float32)
         files = {}
         for name in self._explained_classes(prediction):
             index = self.spec.classes.index(name)

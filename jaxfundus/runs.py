@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from jaxfundus.config import RunConfig, TaskSpec, load_task
-from jaxfundus.evaluate.results import headline_intervals
 from jaxfundus.io import write_csv_atomic, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
@@ -34,6 +34,10 @@ METRICS = "metrics.json"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 SALIENCY = "saliency.png"  # supervised folds: test images with their Grad-CAM maps
+# The pooled intervals of summary.json: (predictions.csv rows of all folds, task classes, seed=)
+# -> metric name -> Interval (estimate, to_json()). This module sits below jaxfundus.evaluate,
+# so the layers above pass in jaxfundus.evaluate.results.headline_intervals.
+PooledIntervals = Callable[..., Mapping[str, Any]]
 # The fold metrics that summary.json averages (those a fold's metrics.json has).
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "top1_accuracy",
                    "exact_match_accuracy", "auroc", "auprc", "f1", "sensitivity", "specificity",
@@ -118,8 +122,10 @@ def read_fold(workdir: str | Path, task: str, model: str, fold: int,
                 _read_json(directory / CONFIG, notes))
 
 
-def load_run(workdir: str | Path, spec: TaskSpec, model: str) -> Run:
-    """A run's finished folds and its summary (recomputed when summary.json is missing/stale)."""
+def load_run(workdir: str | Path, spec: TaskSpec, model: str,
+             intervals: PooledIntervals | None = None) -> Run:
+    """A run's finished folds and its summary, recomputed when summary.json is missing or
+    stale, or (given `intervals`) lacks the pooled intervals (written before they existed)."""
     notes: list[str] = []
     folds = [fold for number in fold_numbers(spec)
              if (fold := read_fold(workdir, spec.name, model, number, notes)).finished]
@@ -130,7 +136,11 @@ def load_run(workdir: str | Path, spec: TaskSpec, model: str) -> Run:
         notes.append(f"{spec.name} / {model}: summary.json missing or stale; the table uses the "
                      f"{len(folds)} finished folds' metrics.json")
         summary = summarize(spec, model, [fold.metrics for fold in folds],
-                            pooled_predictions(folds), run_seed(folds))
+                            pooled_intervals(spec, folds, intervals))
+    elif folds and intervals is not None and not any(
+            "pooled_ci" in entry for entry in summary.get("metrics", {}).values()):
+        summary = summarize(spec, model, [fold.metrics for fold in folds],
+                            pooled_intervals(spec, folds, intervals))
     return Run(spec, model, directory, folds, summary if folds else None, notes)
 
 
@@ -142,12 +152,12 @@ def trained_models(workdir: str | Path, spec: TaskSpec) -> list[str]:
 
 
 def summarize(spec: TaskSpec, model: str, fold_metrics: list[dict],
-              predictions: pd.DataFrame | None = None, seed: int = 0) -> dict:
+              pooled: Mapping[str, Any] | None = None) -> dict:
     """summary.json: each SUMMARY_METRICS value's mean, std and per-fold list over the folds.
 
-    With `predictions` (the folds' predictions.csv rows, concatenated: each test image once),
-    each metric also gets `pooled`, its value on all those rows together, and `pooled_ci`, the
-    95% patient-bootstrap interval of that value (seeded with `seed`, the run's seed).
+    With `pooled` (pooled_intervals: metric -> Interval of all folds' test predictions
+    together, each image once), each metric also gets `pooled`, its value on those rows, and
+    `pooled_ci`, its 95% patient-bootstrap interval.
     """
     summary: dict[str, Any] = {"task": spec.name, "model": model, "kind": spec.kind,
                                "folds_expected": len(fold_numbers(spec)),
@@ -159,14 +169,22 @@ def summarize(spec: TaskSpec, model: str, fold_metrics: list[dict],
                                         "std": float(np.std(values)), "per_fold": values}
     if fold_metrics:
         summary["n_test"] = int(sum(int(m.get("n_test") or 0) for m in fold_metrics))
-    if predictions is not None and len(predictions):
-        pooled = headline_intervals(predictions, spec.classes, seed=seed)
-        for name, entry in summary["metrics"].items():
-            if name in pooled:
-                interval = pooled[name]
-                entry["pooled"] = None if np.isnan(interval.estimate) else interval.estimate
-                entry["pooled_ci"] = interval.to_json()
+    for name, entry in summary["metrics"].items():
+        if pooled and name in pooled:
+            estimate = pooled[name].estimate
+            entry["pooled"] = estimate if is_number(estimate) else None
+            entry["pooled_ci"] = pooled[name].to_json()
     return summary
+
+
+def pooled_intervals(spec: TaskSpec, folds: list[Fold],
+                     intervals: PooledIntervals | None) -> Mapping[str, Any] | None:
+    """`intervals` of the finished folds' predictions.csv rows concatenated, seeded with the
+    run's seed; None without intervals or predictions."""
+    predictions = pooled_predictions(folds) if intervals is not None else None
+    if predictions is None:
+        return None
+    return intervals(predictions, spec.classes, seed=run_seed(folds))
 
 
 def pooled_predictions(folds: list[Fold]) -> pd.DataFrame | None:
@@ -181,12 +199,14 @@ def run_seed(folds: list[Fold]) -> int:
     return int(configs[0].get("seed") or 0) if configs else 0
 
 
-def write_summary(workdir: str | Path, spec: TaskSpec, model: str) -> dict:
-    """Summarise the finished folds into summary.json (and return it)."""
+def write_summary(workdir: str | Path, spec: TaskSpec, model: str,
+                  intervals: PooledIntervals | None = None) -> dict:
+    """Summarise the finished folds into summary.json (and return it); with `intervals`
+    (jaxfundus.evaluate.results.headline_intervals) also the pooled intervals."""
     folds = [fold for n in fold_numbers(spec)
              if (fold := read_fold(workdir, spec.name, model, n)).finished]
-    summary = summarize(spec, model, [f.metrics for f in folds], pooled_predictions(folds),
-                        run_seed(folds))
+    summary = summarize(spec, model, [f.metrics for f in folds],
+                        pooled_intervals(spec, folds, intervals))
     write_json_atomic(summary, run_directory(workdir, spec.name, model) / SUMMARY)
     return summary
 

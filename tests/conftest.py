@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from jaxfundus.host_memory import retain_freed_memory
+
+# pytest is an entry point too: tune the allocator as tasks.py does, before any test imports jax.
+retain_freed_memory()
+
 TINY_IMAGE_SIZE = 32
 
 
@@ -18,8 +23,8 @@ class TinyData:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> TinyData:
-    from jaxfundus.data.synthetic import generate
     from jaxfundus.data.tfds_dataset import build_dataset
+    from jaxfundus.synthetic import generate
 
     source = tmp_path_factory.mktemp("tiny-top") / "source"
     generate(source, scale=0.02, seed=0, width=128, height=96, min_images_per_class=16,

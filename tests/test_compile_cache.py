@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxfundus.compile_cache import enable_compilation_cache
-from jaxfundus.data.datasets import cache_dir
+from jaxfundus.paths import cache_dir
 
 
 def test_compiled_programs_are_written_to_the_jaxfundus_cache():

@@ -17,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from jaxfundus.data import synthetic
+from jaxfundus import synthetic
+from jaxfundus.data.layout import IMAGE_SIZES, is_prepared, stored_size_for
 from jaxfundus.data.tfds_dataset import DataError, build_dataset, load_dataset
-from tfds_builder.tsukazaki_optos.tsukazaki_optos_dataset_builder import IMAGE_SIZES, config_name
+from jaxfundus.paths import cache_dir
 
 DEFAULT_SEED = 0
 
@@ -46,20 +47,6 @@ class Dataset:
                 if self.synthetic else "prepared TOP-layout data")
         return (f"{kind}: {len(self.index)} images of {self.index['patient_id'].nunique()} "
                 f"patients at {self.data_dir} [fingerprint {self.fingerprint}]")
-
-
-def cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/jaxfundus` (default ~/.cache/jaxfundus)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "jaxfundus"
-
-
-def stored_size_for(image_size: int) -> int:
-    """The smallest builder config that holds `image_size` px without upsampling."""
-    for size in IMAGE_SIZES:
-        if size >= image_size:
-            return size
-    raise ValueError(f"image size {image_size} exceeds the largest stored size {IMAGE_SIZES[-1]}")
 
 
 def default_source(log: Callable[[str], None] = print) -> Path:
@@ -98,7 +85,7 @@ def open_dataset(data_dir: str | os.PathLike | None, image_size: int,
 
 def _load_smallest(data_dir: Path, image_size: int):
     for size in IMAGE_SIZES:
-        if size >= image_size and (data_dir / "tsukazaki_optos" / config_name(size)).is_dir():
+        if size >= image_size and is_prepared(data_dir, size):
             return load_dataset(data_dir, size)
     raise DataError(
         f"no prepared dataset in {data_dir} with images of at least {image_size} px; run "

@@ -1,9 +1,11 @@
 """Grain input pipeline over a random-access record source (the TFDS array_record data source).
 
 Records are dicts with `image` uint8[S,S,3] (already letterboxed square by the builder). The
-pipeline resizes to the model's size, augments (train only), normalises, and batches. Order and
-augmentation are pure functions of (seed, epoch, position), so a restored iterator state
-continues exactly where a run stopped, with any number of worker processes.
+pipeline decodes, resizes to the model's size and batches uint8 images; augmentation and
+normalisation run on the device inside the jitted step (jaxfundus.data.augment), so the CPU
+workers only decode. Order is a pure function of (seed, epoch, position), and every training
+example carries its (epoch, position) as `example_id` to seed its augmentation, so a restored
+iterator state continues exactly where a run stopped, with any number of worker processes.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 NORMALIZATIONS = ("imagenet", "tanh")
 
 
-def normalize(images: np.ndarray, normalization: str) -> np.ndarray:
-    """uint8[..., 3] -> float32: ImageNet mean/std ("imagenet") or [-1, 1] ("tanh" models)."""
+def normalize(images, normalization: str):
+    """uint8 (or 0-255 float) [..., 3] -> float32: ImageNet mean/std ("imagenet") or [-1, 1]
+    ("tanh" models). Works on numpy and jax arrays alike (on the device inside a step)."""
     x = images.astype(np.float32) / 255.0
     if normalization == "imagenet":
         return (x - IMAGENET_MEAN) / IMAGENET_STD
@@ -39,48 +42,28 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
-def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Horizontal flip, rotation within +-10 degrees, brightness/contrast within +-10%."""
-    if rng.random() < 0.5:
-        image = image[:, ::-1]
-    size = image.shape[0]
-    angle = rng.uniform(-10.0, 10.0)
-    matrix = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, 1.0)
-    image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size),
-                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    contrast = rng.uniform(0.9, 1.1)
-    brightness = rng.uniform(-0.1, 0.1) * 255.0
-    mean = image.mean()
-    out = (image.astype(np.float32) - mean) * contrast + mean + brightness
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
 class _Example(grain.transforms.Map):
     """Position in the (local) stream -> one prepared example. Picklable for worker processes."""
 
-    def __init__(self, source, indices, targets, *, image_size, normalization, augment_seed,
-                 order, weights=None):
+    def __init__(self, source, indices, targets, *, image_size, order, weights=None):
         self._source = source
         self._indices = np.asarray(indices)
         self._targets = np.asarray(targets)
         self._weights = None if weights is None else np.asarray(weights, np.float32)
         self._image_size = image_size
-        self._normalization = normalization
-        self._augment_seed = augment_seed
         self._order = order
 
     def map(self, position: int) -> dict[str, np.ndarray]:
         row, key = self._order(position)
         record = self._source[int(self._indices[row])]
-        image = resize(np.asarray(record["image"]), self._image_size)
-        if self._augment_seed is not None:
-            image = augment(image, np.random.default_rng([self._augment_seed, *key]))
         example = {
-            "image": normalize(image, self._normalization),
+            "image": resize(np.asarray(record["image"]), self._image_size),
             "target": self._targets[row],
             "row": np.int64(row),
             "mask": np.bool_(key[-1] >= 0),
         }
+        if len(key) == 2:  # training: (epoch, position in the epoch) seeds the augmentation
+            example["example_id"] = np.asarray(key, np.int32)
         if self._weights is not None:
             example["weight"] = self._weights[row]
         return example
@@ -137,22 +120,20 @@ def steps_per_epoch(n_rows: int, global_batch: int) -> int:
 
 def train_batches(
     source, indices: Sequence[int], targets: np.ndarray, *, image_size: int, global_batch: int,
-    epochs: int, seed: int, normalization: str = "imagenet", augment_images: bool = True,
-    weights: np.ndarray | None = None, workers: int = 0, process_index: int = 0,
-    process_count: int = 1,
+    epochs: int, seed: int, weights: np.ndarray | None = None, workers: int = 0,
+    process_index: int = 0, process_count: int = 1,
 ) -> grain.DatasetIterator:
     """Checkpointable iterator of this process's training batches for `epochs` epochs.
 
-    Each batch: image float32[b,S,S,3], target (per-row target array, batched), row int64[b]
-    (position in `indices`), mask bool[b] (all True in training) and, when `weights` (one row
-    per image) is given, weight (its rows, batched); b = global_batch / processes.
+    Each batch: image uint8[b,S,S,3], target (per-row target array, batched), row int64[b]
+    (position in `indices`), mask bool[b] (all True in training), example_id int32[b,2]
+    (epoch, position in the epoch's global order) and, when `weights` (one row per image) is
+    given, weight (its rows, batched); b = global_batch / processes.
     """
     _check_batch(global_batch, process_count)
     n_steps = steps_per_epoch(len(indices), global_batch)
     order = _TrainOrder(len(indices), n_steps, global_batch, process_index, process_count, seed)
-    example = _Example(source, indices, targets, image_size=image_size,
-                       normalization=normalization,
-                       augment_seed=seed if augment_images else None, order=order,
+    example = _Example(source, indices, targets, image_size=image_size, order=order,
                        weights=weights)
     local_batch = global_batch // process_count
     dataset = grain.MapDataset.range(epochs * n_steps * local_batch).map(example)
@@ -161,15 +142,14 @@ def train_batches(
 
 def eval_batches(
     source, indices: Sequence[int], targets: np.ndarray, *, image_size: int, global_batch: int,
-    normalization: str = "imagenet", workers: int = 0, process_index: int = 0,
-    process_count: int = 1,
+    workers: int = 0, process_index: int = 0, process_count: int = 1,
 ) -> grain.DatasetIterator:
-    """Every row once, in order, in whole global batches; padding rows have mask False."""
+    """Every row once, in order, in whole global batches of uint8 images (as train_batches,
+    without example_id); padding rows have mask False."""
     _check_batch(global_batch, process_count)
     n_steps = -(-len(indices) // global_batch)
     order = _EvalOrder(len(indices), global_batch, process_index, process_count)
-    example = _Example(source, indices, targets, image_size=image_size,
-                       normalization=normalization, augment_seed=None, order=order)
+    example = _Example(source, indices, targets, image_size=image_size, order=order)
     local_batch = global_batch // process_count
     dataset = grain.MapDataset.range(n_steps * local_batch).map(example)
     return _iterate(dataset.batch(local_batch, drop_remainder=True), workers)

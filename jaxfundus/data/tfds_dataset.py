@@ -1,7 +1,9 @@
 """Building the `tsukazaki_optos` TFDS dataset from a TOP source, and loading it back.
 
 Prepared data lives at `data_dir/tsukazaki_optos/<size>px/<version>/` (ArrayRecord), with
-`bad_rows.csv` (rows skipped) and `metadata.json` (row counts, fingerprint) beside it.
+`bad_rows.csv` (rows skipped) and `metadata.json` (row counts, fingerprint) beside it; see
+`layout`. Only building needs the builder class (`tfds_builder/`, imported when a build runs);
+reading goes through TFDS's read-only builder, which needs nothing but the prepared files.
 """
 
 import dataclasses
@@ -14,16 +16,9 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from jaxfundus.data import top_source
+from jaxfundus.data import layout, top_source
 from jaxfundus.data.labels import DISEASES
 from jaxfundus.data.top_source import BadRow, DataError
-from tfds_builder.tsukazaki_optos.tsukazaki_optos_dataset_builder import (
-    IMAGE_SIZES,
-    REPORT_NAME,
-    Builder,
-    config_name,
-    strict_refusal,
-)
 
 __all__ = ["BuildResult", "DataError", "LoadedDataset", "build_dataset", "load_dataset"]
 
@@ -83,22 +78,28 @@ def build_dataset(
     """
     source_dir = Path(source_dir)
     top_source.check_source(source_dir)  # fail on a wrong path or header before TFDS writes
-    builder = _builder(data_dir, image_size, strict=strict)
+    _check_size(image_size)
     fingerprint = top_source.source_fingerprint(
-        source_dir, str(builder.version), builder.builder_config.name
+        source_dir, layout.VERSION, layout.config_name(image_size)
     )
-    if _is_prepared(builder):
-        return _reuse(builder, fingerprint, strict)
+    if layout.is_prepared(data_dir, image_size):
+        return _reuse(_prepared(data_dir, image_size), fingerprint, strict)
     if strict:
         # Refuse before TFDS creates any directory; the builder re-checks (it also serves
         # `tfds build`), which costs one more cheap 1/8-scale decode per image.
         scan = top_source.scan_source(source_dir)
         if scan.bad_rows:
-            raise DataError(strict_refusal(scan))
+            raise DataError(top_source.strict_refusal(scan))
+    # The builder imports jaxfundus.data, so it is imported here, where it is used, rather
+    # than at module level (jaxfundus' modules never import tfds_builder when loaded).
+    from tfds_builder.tsukazaki_optos.tsukazaki_optos_dataset_builder import Builder
+
+    builder = Builder(data_dir=os.fspath(data_dir), config=layout.config_name(image_size),
+                      strict=strict)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(source_dir))
     )
-    return _result(builder, reused=False)
+    return _result(_prepared(data_dir, image_size), reused=False)
 
 
 def load_dataset(data_dir: str | os.PathLike, image_size: int) -> LoadedDataset:
@@ -107,14 +108,15 @@ def load_dataset(data_dir: str | os.PathLike, image_size: int) -> LoadedDataset:
     Raises:
       DataError: nothing is prepared at this size under data_dir.
     """
-    builder = _builder(data_dir, image_size)
-    if not _is_prepared(builder):
-        built = [size for size in IMAGE_SIZES if _is_prepared(_builder(data_dir, size))]
+    _check_size(image_size)
+    if not layout.is_prepared(data_dir, image_size):
+        built = [size for size in layout.IMAGE_SIZES if layout.is_prepared(data_dir, size)]
         available = f" (prepared sizes there: {', '.join(map(str, built))})" if built else ""
         raise DataError(
             f"no prepared tsukazaki_optos dataset at {image_size} px under {data_dir}"
             f"{available}; run `invoke data --source TOP_DIR --image-size {image_size}`"
         )
+    builder = _prepared(data_dir, image_size)
     source = builder.as_data_source(split="train")
     # Skipping the image decoder turns index building into protobuf parsing only.
     light = builder.as_data_source(split="train", decoders={"image": tfds.decode.SkipDecoding()})
@@ -132,22 +134,20 @@ def _recorded_source(metadata) -> Path | None:
     return Path(metadata["source_dir"]) if metadata.get("source_dir") else None
 
 
-def _builder(data_dir: str | os.PathLike, image_size: int, strict: bool = False) -> Builder:
-    if image_size not in IMAGE_SIZES:
+def _check_size(image_size: int) -> None:
+    if image_size not in layout.IMAGE_SIZES:
         raise DataError(
             f"image size {image_size} is not built by tsukazaki_optos; choose one of "
-            f"{', '.join(map(str, IMAGE_SIZES))}"
+            f"{', '.join(map(str, layout.IMAGE_SIZES))}"
         )
-    return Builder(data_dir=os.fspath(data_dir), config=config_name(image_size), strict=strict)
 
 
-def _is_prepared(builder: Builder) -> bool:
-    # TFDS publishes a version directory by renaming it once complete, with dataset_info.json
-    # inside; checking the file directly avoids `is_prepared()`'s warning on absent configs.
-    return (Path(builder.data_dir) / "dataset_info.json").is_file()
+def _prepared(data_dir: str | os.PathLike, image_size: int) -> tfds.core.DatasetBuilder:
+    """A read-only TFDS builder over a completed build (features, metadata, data sources)."""
+    return tfds.builder_from_directory(os.fspath(layout.version_dir(data_dir, image_size)))
 
 
-def _reuse(builder: Builder, fingerprint: str, strict: bool) -> BuildResult:
+def _reuse(builder: tfds.core.DatasetBuilder, fingerprint: str, strict: bool) -> BuildResult:
     result = _result(builder, reused=True)
     if result.fingerprint != fingerprint:
         raise DataError(
@@ -163,10 +163,10 @@ def _reuse(builder: Builder, fingerprint: str, strict: bool) -> BuildResult:
     return result
 
 
-def _result(builder: Builder, *, reused: bool) -> BuildResult:
+def _result(builder: tfds.core.DatasetBuilder, *, reused: bool) -> BuildResult:
     dataset_dir = Path(builder.data_dir)
     metadata = builder.info.metadata
-    report_path = dataset_dir / REPORT_NAME
+    report_path = dataset_dir / layout.REPORT_NAME
     return BuildResult(
         dataset_dir=dataset_dir,
         n_rows=metadata["n_rows"],

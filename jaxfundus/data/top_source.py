@@ -174,6 +174,16 @@ def format_bad_rows(bad_rows: Sequence[BadRow], limit: int | None = 50) -> str:
     return "\n".join(lines)
 
 
+def strict_refusal(scan: SourceScan) -> str:
+    """The strict-mode error message: every bad row (no report file is written), and what to do."""
+    listing = format_bad_rows(scan.bad_rows, limit=None)
+    return (
+        f"{scan.source_dir / CSV_NAME}: {len(scan.bad_rows)} of {scan.n_rows} rows "
+        f"are bad and strict mode refuses to build:\n{listing}\n"
+        "Fix or remove these rows, or build without strict mode to skip them."
+    )
+
+
 def _read_header(reader, csv_path: Path) -> list[str]:
     # utf-8-sig (callers' encoding): spreadsheet exports often start with a byte-order mark.
     header = [name.strip() for name in next(reader, [])]

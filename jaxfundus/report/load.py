@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from jaxfundus.config import load_task, task_names
+from jaxfundus.evaluate.results import headline_intervals
 from jaxfundus.report import tables
 from jaxfundus.runs import Run, load_run, trained_models
 
@@ -15,11 +16,12 @@ REAL_DATA_HEADLINE = "Every trained run used prepared (real, TOP-layout) data."
 
 
 def load_runs(workdir: str | Path) -> list[Run]:
-    """Every task x model of the matrix, plus extra models found trained in the workdir."""
+    """Every task x model of the matrix, plus extra models found trained in the workdir (a
+    summary.json without pooled intervals gets them here)."""
     runs = []
     for task in task_names():
         spec = load_task(task)
-        runs.extend(load_run(workdir, spec, model)
+        runs.extend(load_run(workdir, spec, model, headline_intervals)
                     for model in (*spec.models, *trained_models(workdir, spec)))
     return runs
 

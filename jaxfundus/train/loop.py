@@ -8,6 +8,7 @@ TensorBoard events.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import time
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from jaxfundus.config import RunConfig
+from jaxfundus.data.augment import prepare_batch
 from jaxfundus.data.pipeline import eval_batches, steps_per_epoch, train_batches
 from jaxfundus.runs import CHECKPOINTS, TENSORBOARD, write_history
 from jaxfundus.train.checkpoint import RunCheckpoints, abstract_like
@@ -105,13 +108,17 @@ class Trainer:
         self.method = method
         self.config = config
         self.parallel = parallel
-        self.train_step = jax.jit(method.train_step,
-                                   in_shardings=(parallel.replicated, parallel.batch),
-                                   out_shardings=(parallel.replicated, parallel.replicated),
-                                   donate_argnums=0)
-        self._eval_step = jax.jit(method.eval_step,
-                                  in_shardings=(parallel.replicated, parallel.batch),
-                                  out_shardings=parallel.batch)
+        self.host_fetches = 0  # device-to-host fetches of step metrics (see _fetch)
+        augment_seed = config.seed if config.augment else None
+        self.train_step = jax.jit(
+            lambda state, batch: method.train_step(
+                state, prepare_batch(batch, method.normalization, augment_seed)),
+            in_shardings=(parallel.replicated, parallel.batch),
+            out_shardings=(parallel.replicated, parallel.replicated), donate_argnums=0)
+        self._eval_step = jax.jit(
+            lambda state, batch: method.eval_step(
+                state, prepare_batch(batch, method.normalization, None)),
+            in_shardings=(parallel.replicated, parallel.batch), out_shardings=parallel.batch)
         # Created inside jit with a replicated out-sharding, so every process builds the same
         # state without transfers; no fold-dependent input, so folds reuse one compilation.
         self._init_state = jax.jit(lambda: method.init_state(config.seed),
@@ -126,7 +133,6 @@ class Trainer:
         iterator = train_batches(
             train.source, train.indices, train.targets, image_size=config.image_size,
             global_batch=config.batch_size, epochs=config.epochs, seed=config.seed,
-            normalization=self.method.normalization, augment_images=config.augment,
             weights=self.method.example_weights(train.targets), workers=config.workers,
             process_index=parallel.process_index, process_count=parallel.process_count)
         checkpoints = RunCheckpoints(run_dir / CHECKPOINTS)
@@ -178,7 +184,7 @@ class Trainer:
         chunks: list[dict[str, np.ndarray]] = []
         for batch in eval_batches(data.source, data.indices, data.targets,
                                   image_size=config.image_size, global_batch=config.batch_size,
-                                  normalization=self.method.normalization, workers=config.workers,
+                                  workers=config.workers,
                                   process_index=parallel.process_index,
                                   process_count=parallel.process_count):
             device_batch = parallel.put_batch(_device_fields(batch))
@@ -189,30 +195,49 @@ class Trainer:
 
     def _run_epoch(self, state, iterator, loop: LoopState, n_steps, val, checkpoints, run_dir,
                    writer, log):
-        """One epoch (or its rest, after a mid-epoch resume); updates `loop` in place."""
+        """One epoch (or its rest, after a mid-epoch resume); updates `loop` in place.
+
+        Steps are dispatched without waiting on the host: step metrics are summed on the
+        device and fetched every `log_every_steps`, before each checkpoint and at the epoch's
+        end, where the NaN guard checks them. The next batches are put on the devices while a
+        step runs, but never past a checkpoint, so a saved iterator position is exact.
+        """
         config, parallel, method = self.config, self.parallel, self.method
         start = time.perf_counter()
-        sums = dict(loop.sums)
         first = loop.step_in_epoch
+        sums = dict(loop.sums)  # host sums up to the last fetch (from a mid-epoch checkpoint)
+        device_sums, fetched_steps, checked_step = None, 0, loop.step
+        batches = _DevicePrefetch(iterator, lambda b: parallel.put_batch(_device_fields(b)))
+        every, log_every = config.checkpoint_every_steps, config.log_every_steps
         bar = tqdm(range(first, n_steps), total=n_steps, initial=first,
                    desc=f"epoch {loop.epoch + 1}/{config.epochs}", leave=False,
                    dynamic_ncols=True,
                    disable=True if parallel.process_index else None)  # None: off without a TTY
-        for step_in_epoch in bar:
-            batch = parallel.put_batch(_device_fields(next(iterator)))
-            state, metrics = self.train_step(state, batch)
-            metrics = {k: float(v) for k, v in metrics.items()}
-            _check_finite(metrics, loop.step + 1, checkpoints)
-            for name, value in metrics.items():
-                sums[name] = sums.get(name, 0.0) + value
-            sums["_steps"] = sums.get("_steps", 0.0) + 1
-            loop.step += 1
-            bar.set_postfix({k: f"{v / sums['_steps']:.3f}" for k, v in sums.items()
-                             if k != "_steps"})
-            every = config.checkpoint_every_steps
-            if every and loop.step % every == 0 and step_in_epoch + 1 < n_steps:
-                loop.step_in_epoch, loop.sums = step_in_epoch + 1, sums
-                checkpoints.save(loop.step, state, iterator, loop.to_json(), best_rank=None)
+        with jax.transfer_guard_device_to_host("disallow"):  # no hidden per-step syncs
+            for step_in_epoch in bar:
+                to_boundary = n_steps - step_in_epoch
+                if every:
+                    to_boundary = min(to_boundary, every - loop.step % every)
+                state, metrics = self.train_step(state, batches.next(ahead=to_boundary - 1))
+                device_sums = metrics if device_sums is None else _add(device_sums, metrics)
+                loop.step += 1
+                checkpoint_due = bool(every) and loop.step % every == 0 \
+                    and step_in_epoch + 1 < n_steps
+                if (step_in_epoch + 1 == n_steps or checkpoint_due
+                        or (log_every and loop.step % log_every == 0)):
+                    window = self._fetch(device_sums)
+                    _check_finite(window, checked_step + 1, loop.step, checkpoints)
+                    checked_step = loop.step
+                    steps_done = step_in_epoch + 1 - first
+                    current = _combine(sums, window, steps_done - fetched_steps)
+                    sums, fetched_steps, device_sums = current, steps_done, None
+                    bar.set_postfix({k: f"{v / sums['_steps']:.3f}" for k, v in sums.items()
+                                     if k != "_steps"})
+                if checkpoint_due:
+                    loop.step_in_epoch, loop.sums = step_in_epoch + 1, sums
+                    with jax.transfer_guard("allow"):
+                        checkpoints.save(loop.step, state, iterator, loop.to_json(),
+                                         best_rank=None)
         bar.close()
         row = {"epoch": loop.epoch + 1}
         row.update({f"train_{k}": v / sums["_steps"] for k, v in sums.items() if k != "_steps"})
@@ -239,24 +264,57 @@ class Trainer:
                           for k, v in row.items()))
         return state
 
+    def _fetch(self, device_sums: dict[str, jax.Array]) -> dict[str, float]:
+        """The summed step metrics since the last fetch, on the host (counted in
+        `host_fetches`: the only device-to-host transfers of the training steps)."""
+        self.host_fetches += 1
+        return {k: float(v) for k, v in jax.device_get(device_sums).items()}
 
-DEVICE_FIELDS = ("image", "target", "mask", "weight")
+
+class _DevicePrefetch:
+    """Batches from a host iterator, put on the devices up to `depth` steps ahead."""
+
+    def __init__(self, iterator, put: Callable, depth: int = 2) -> None:
+        self._iterator, self._put, self._depth = iterator, put, depth
+        self._queue: collections.deque = collections.deque()
+
+    def next(self, ahead: int) -> dict[str, jax.Array]:
+        """The next batch; at most `ahead` more are read from the iterator after it."""
+        while len(self._queue) < 1 + min(ahead, self._depth - 1):
+            self._queue.append(self._put(next(self._iterator)))
+        return self._queue.popleft()
+
+
+_add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+
+
+def _combine(sums: dict[str, float], window: dict[str, float], steps: int) -> dict[str, float]:
+    """Host sums plus a fetched window of `steps` steps' summed metrics."""
+    combined = dict(sums)
+    for name, value in window.items():
+        combined[name] = combined.get(name, 0.0) + value
+    combined["_steps"] = combined.get("_steps", 0.0) + steps
+    return combined
 
 
 def _device_fields(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The batch fields the steps read (the pipeline's `row` stays on the host)."""
-    return {k: batch[k] for k in DEVICE_FIELDS if k in batch}
+    return {k: v for k, v in batch.items() if k != "row"}
 
 
-def _check_finite(metrics: dict[str, float], step: int, checkpoints: RunCheckpoints) -> None:
-    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+def _check_finite(window: dict[str, float], first_step: int, last_step: int,
+                  checkpoints: RunCheckpoints) -> None:
+    """TrainingDiverged when a metric summed over steps first_step..last_step is NaN/Inf."""
+    bad = [k for k, v in window.items() if not math.isfinite(v)]
     if bad:
         checkpoints.wait()
         kept = checkpoints.latest_step()
         kept_text = "no checkpoint was saved yet" if kept is None else (
             f"the last good checkpoint (step {kept}) is kept")
+        steps = f"step {last_step}" if first_step == last_step else (
+            f"steps {first_step}-{last_step}")
         raise TrainingDiverged(
-            f"{', '.join(bad)} became non-finite at step {step}; training stopped and "
+            f"{', '.join(bad)} became non-finite in {steps}; training stopped and "
             f"{kept_text}. Lower the learning rate and run again.")
 
 

@@ -15,18 +15,33 @@ def _source(n=40, size=48):
     return [{"image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8)} for _ in range(n)]
 
 
-def test_train_batches_shapes_dtypes_and_normalisation():
+def test_train_batches_are_resized_uint8_with_example_ids():
     source = _source()
+    weights = np.linspace(0.5, 2.0, 40).astype(np.float32)
     it = train_batches(source, np.arange(40), np.arange(40) % 3, image_size=32, global_batch=8,
-                       epochs=1, seed=0, augment_images=False)
+                       epochs=2, seed=0, weights=weights)
     batch = next(it)
-    assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
+    assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
     assert batch["target"].shape == (8,) and batch["mask"].all()
+    assert np.array_equal(batch["weight"], weights[batch["row"]])
     raw = np.asarray(source[batch["row"][0]]["image"], np.float32)
-    # resized (area filter) then ImageNet-normalised: undo the normalisation and compare means
-    restored = batch["image"][0] * IMAGENET_STD + IMAGENET_MEAN
-    assert np.allclose(restored.mean((0, 1)), raw.mean((0, 1)) / 255.0, atol=0.02)
-    assert len(list(it)) == 4  # 40 // 8 batches per epoch, one already taken
+    # resized with the area filter: the channel means survive
+    assert np.allclose(batch["image"][0].mean((0, 1)), raw.mean((0, 1)), atol=3)
+    # (epoch, position in the epoch's global order) seeds each example's device augmentation
+    assert batch["example_id"].tolist() == [[0, i] for i in range(8)]
+    rest = list(it)
+    assert len(rest) == 9  # 40 // 8 batches per epoch, 2 epochs, one already taken
+    assert rest[4]["example_id"].tolist() == [[1, i] for i in range(8)]
+
+
+def test_imagenet_normalisation_on_numpy_and_jax_arrays_agree():
+    import jax.numpy as jnp
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    on_host = normalize(images, "imagenet")
+    assert np.allclose(on_host * IMAGENET_STD + IMAGENET_MEAN, images / 255.0, atol=1e-6)
+    assert np.allclose(np.asarray(normalize(jnp.asarray(images), "imagenet")), on_host,
+                       atol=1e-6)
 
 
 def test_tanh_normalisation_range():

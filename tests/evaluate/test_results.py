@@ -167,7 +167,7 @@ def test_summary_pools_the_folds_predictions(tmp_path):
         runs.write_fold_config(directory, {"seed": 4})
         runs.write_fold_results(directory, predictions, metrics)
         folds.append((predictions, metrics))
-    summary = runs.write_summary(tmp_path, spec, "resnet50")
+    summary = runs.write_summary(tmp_path, spec, "resnet50", headline_intervals)
     pooled = pd.concat([p for p, _ in folds])
     y = (pooled["label"] == "AMD").to_numpy()
     accuracy = summary["metrics"]["accuracy"]

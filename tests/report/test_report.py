@@ -33,6 +33,7 @@ from jaxfundus.evaluate.comparison import compare_predictions
 from jaxfundus.evaluate.results import (
     anomaly_results,
     calibration_fields,
+    headline_intervals,
     supervised_results,
     validation_operating_points,
 )
@@ -152,7 +153,7 @@ def write_runs(root: Path, trained: dict[tuple[str, str], int] = TRAINED) -> Non
             runs.write_fold_config(directory, _config(task, model, fold))
             runs.write_fold_results(directory, predictions, metrics)
         if (task, model) not in NO_SUMMARY_JSON:
-            runs.write_summary(root, spec, model)
+            runs.write_summary(root, spec, model, headline_intervals)
     for task in {task for task, _ in trained} & {"ganomaly", "vae"}:
         _picture(270, 180, 1).save(root / task / task / "fold-0" / "reconstructions.png")
     (root / "eda").mkdir()

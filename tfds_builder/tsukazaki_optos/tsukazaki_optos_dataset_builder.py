@@ -1,8 +1,9 @@
 """TFDS builder for the Tsukazaki Optos Public (TOP) fundus dataset (manual download).
 
-Validation lives in `jaxfundus.data.top_source` and pixels in `jaxfundus.data.images`; this
-module only maps their output onto TFDS features. Images are yielded as encoded JPEG bytes
-so that building works without TensorFlow.
+Validation lives in `jaxfundus.data.top_source`, pixels in `jaxfundus.data.images` and the
+on-disk layout (name, version, stored sizes) in `jaxfundus.data.layout`; this module only maps
+their output onto TFDS features. Images are yielded as encoded JPEG bytes so that building works
+without TensorFlow.
 """
 
 import dataclasses
@@ -12,19 +13,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxfundus.data import images, top_source
+from jaxfundus.data import images, layout, top_source
 from jaxfundus.data.labels import CSV_COLUMNS, DISEASES
 
-IMAGE_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
-REPORT_NAME = "bad_rows.csv"
 JPEG_QUALITY = 95
 # Records encoded per thread-pool batch: bounds memory while keeping all cores busy.
 _BATCH = 64
-
-
-def config_name(size: int) -> str:
-    """BuilderConfig name for a stored image size, e.g. 256 -> "256px"."""
-    return f"{size}px"
 
 
 @dataclasses.dataclass(eq=False)
@@ -37,17 +31,18 @@ class TsukazakiOptosConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
     """TOP photographs letterboxed to a square, with patient, age, sex, eye and 9 labels."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    name = layout.DATASET_NAME
+    VERSION = tfds.core.Version(layout.VERSION)
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
         TsukazakiOptosConfig(
-            name=config_name(size),
+            name=layout.config_name(size),
             image_size=size,
             description=f"Images letterboxed to {size}x{size} (aspect kept, black bars).",
         )
-        for size in IMAGE_SIZES
+        for size in layout.IMAGE_SIZES
     ]
-    DEFAULT_BUILDER_CONFIG_NAME = config_name(256)
+    DEFAULT_BUILDER_CONFIG_NAME = layout.config_name(256)
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
     Obtain the Tsukazaki Optos Public (TOP) dataset and pass its directory as the manual
     dir (`--manual_dir SOURCE`). Expected layout:
@@ -101,7 +96,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         source_dir = dl_manager.manual_dir
         scan = top_source.scan_source(source_dir)
         if self._strict and scan.bad_rows:
-            raise top_source.DataError(strict_refusal(scan))
+            raise top_source.DataError(top_source.strict_refusal(scan))
         if not scan.records:
             raise top_source.DataError(
                 f"{source_dir}: none of the {scan.n_rows} data.csv rows is usable:\n"
@@ -109,7 +104,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             )
         # self.data_path is the temporary build directory here, so the report is published
         # together with the data (and vanishes with it if the build fails).
-        top_source.write_bad_rows(self.data_path / REPORT_NAME, scan.bad_rows)
+        top_source.write_bad_rows(self.data_path / layout.REPORT_NAME, scan.bad_rows)
         self.info.metadata.update(
             fingerprint=top_source.source_fingerprint(
                 source_dir, str(self.version), self.builder_config.name
@@ -147,13 +142,3 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             "labels": np.asarray(record.labels, dtype=np.int32),
                         },
                     )
-
-
-def strict_refusal(scan: top_source.SourceScan) -> str:
-    """The strict-mode error message: every bad row (no report file is written), and what to do."""
-    listing = top_source.format_bad_rows(scan.bad_rows, limit=None)
-    return (
-        f"{scan.source_dir / top_source.CSV_NAME}: {len(scan.bad_rows)} of {scan.n_rows} rows "
-        f"are bad and strict mode refuses to build:\n{listing}\n"
-        "Fix or remove these rows, or build without strict mode to skip them."
-    )

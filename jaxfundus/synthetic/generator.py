@@ -8,8 +8,8 @@ same code path reads both:
     out_dir/masks/NNNNNN_MM.png    only with masks=True: uint8 (H, W), 255 where a lesion is drawn
     out_dir/synthetic.json         generator version, seed, parameters and counts
 
-Label statistics follow TOP scaled by `scale`; pictures are drawn by `synthetic_anatomy` and
-`synthetic_lesions`. Every image's randomness derives from (seed, image index) and from its
+Label statistics follow TOP scaled by `scale`; pictures are drawn by `anatomy` and
+`lesions`. Every image's randomness derives from (seed, image index) and from its
 patient, so output is identical whatever the number of workers.
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from jaxfundus.data.labels import CSV_COLUMNS, DISEASES, NORMAL
-from jaxfundus.data.synthetic_anatomy import (
+from jaxfundus.synthetic.anatomy import (
     PALETTES,
     STYLES,
     Anatomy,
@@ -47,9 +47,9 @@ from jaxfundus.data.synthetic_anatomy import (
     paint_vessels,
     sample_look,
 )
-from jaxfundus.data.synthetic_canvas import Canvas, draw_discs
-from jaxfundus.data.synthetic_cohort import ImageSpec, plan_cohort
-from jaxfundus.data.synthetic_lesions import ADJUSTERS, PAINTERS
+from jaxfundus.synthetic.canvas import Canvas, draw_discs
+from jaxfundus.synthetic.cohort import ImageSpec, plan_cohort
+from jaxfundus.synthetic.lesions import ADJUSTERS, PAINTERS
 
 GENERATOR_VERSION = "1"  # bump when the pictures or the cohort change
 SUMMARY_FILE = "synthetic.json"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxfundus.data import synthetic
+from jaxfundus import synthetic
 from jaxfundus.data.labels import CSV_COLUMNS, DISEASES
-from jaxfundus.data.synthetic_cohort import REAL_GROUPS, REAL_MIXES, plan_cohort
+from jaxfundus.synthetic.cohort import REAL_GROUPS, REAL_MIXES, plan_cohort
 
 SMALL = dict(scale=0.01, min_images_per_class=3, width=128, height=96)
 

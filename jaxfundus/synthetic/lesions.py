@@ -13,8 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from jaxfundus.data.synthetic_anatomy import Anatomy, Fundus
-from jaxfundus.data.synthetic_canvas import (
+from jaxfundus.synthetic.anatomy import Anatomy, Fundus
+from jaxfundus.synthetic.canvas import (
     SHIFT,
     Canvas,
     draw_discs,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from jaxfundus.data.synthetic_canvas import (
+from jaxfundus.synthetic.canvas import (
     SHIFT,
     Canvas,
     Geometry,

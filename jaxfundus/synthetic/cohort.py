@@ -149,7 +149,7 @@ def _sample_age(labels: set[str], rng) -> float:
 
 def plan_cohort(scale: float, min_images_per_class: int, seed: int) -> list[ImageSpec]:
     """Plans every image of the cohort, sorted by filename (which is also `index` order)."""
-    rng = np.random.default_rng([seed, 0])  # stream 0; synthetic.py seeds the pixels with 1-4
+    rng = np.random.default_rng([seed, 0])  # stream 0; generator.py seeds the pixels with 1-4
     patients = _allocate_patients(group_sizes(scale, min_images_per_class), rng)
     n_exams = sum(max(n for _, _, n in record) for record in patients)
     if len(patients) > MAX_PATIENTS or n_exams > MAX_EXAMS:

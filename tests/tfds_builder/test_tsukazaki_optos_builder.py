@@ -1,4 +1,5 @@
-"""TFDS conformance test: builds dummy_data/ (the manual dir) and reads it back with tf.data.
+"""TFDS conformance test of tfds_builder/tsukazaki_optos: builds its dummy_data/ (the manual dir)
+and reads it back with tf.data.
 
 Needs TensorFlow (the `dev` extra); the TF-free paths are covered in tests/data/.
 """

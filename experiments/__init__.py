@@ -1,0 +1,1 @@
+"""The task matrix and presets as TOML data (installed as the package `jaxfundus.experiments`)."""
