@@ -173,3 +173,17 @@ def bench(c, model="resnet50", image_size=128, batch_size=16, steps=10, dtype="f
     commands.bench(model=model, image_size=int(image_size), batch_size=int(batch_size),
                    steps=int(steps), dtype=dtype, pipeline=pipeline, workers=int(workers),
                    compare=compare, as_json=json, data_dir=data_dir)
+
+
+@task(help={
+    "model": "resnet50 | inception-v3",
+    "source": "a Keras weights file, legacy .h5 or Keras 3 .weights.h5 (default: Keras' ImageNet"
+              " file in ~/.keras/models, downloaded by Keras if absent)",
+    "check": "then compare the pooled features with Keras' own model (needs TensorFlow)",
+})
+@_entry_point
+def weights(c, model, source=None, check=False):
+    """Convert Keras' ImageNet weights into the project cache (--check: prove them equal)."""
+    from jaxfundus.weights import convert_weights
+
+    convert_weights(model, source=source, check=check)

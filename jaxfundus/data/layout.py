@@ -14,6 +14,7 @@ VERSION = "1.0.0"
 # Square sizes (px) the builder stores; training reads the smallest one >= its image size.
 IMAGE_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
 REPORT_NAME = "bad_rows.csv"
+SHARDS_NAME = "shards.json"  # size and SHA-256 of each ArrayRecord shard, written after a build
 
 
 def config_name(size: int) -> str:

@@ -7,6 +7,8 @@ reading goes through TFDS's read-only builder, which needs nothing but the prepa
 """
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +21,7 @@ import tensorflow_datasets as tfds
 from jaxfundus.data import layout, top_source
 from jaxfundus.data.labels import DISEASES
 from jaxfundus.data.top_source import BadRow, DataError
+from jaxfundus.io import write_json_atomic
 
 __all__ = ["BuildResult", "DataError", "LoadedDataset", "build_dataset", "load_dataset"]
 
@@ -99,6 +102,7 @@ def build_dataset(
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(source_dir))
     )
+    _record_shards(layout.version_dir(data_dir, image_size))
     return _result(_prepared(data_dir, image_size), reused=False)
 
 
@@ -117,17 +121,78 @@ def load_dataset(data_dir: str | os.PathLike, image_size: int) -> LoadedDataset:
             f"{available}; run `invoke data --source TOP_DIR --image-size {image_size}`"
         )
     builder = _prepared(data_dir, image_size)
-    source = builder.as_data_source(split="train")
-    # Skipping the image decoder turns index building into protobuf parsing only.
-    light = builder.as_data_source(split="train", decoders={"image": tfds.decode.SkipDecoding()})
+    rebuild = _rebuild_hint(data_dir, image_size, _recorded_source(builder.info.metadata))
+    verify_shards(layout.version_dir(data_dir, image_size), rebuild)
+    try:
+        source = builder.as_data_source(split="train")
+        # Skipping the image decoder turns index building into protobuf parsing only.
+        light = builder.as_data_source(split="train",
+                                       decoders={"image": tfds.decode.SkipDecoding()})
+        index = _read_index(light)
+    except Exception as error:  # noqa: BLE001 - a reader failure means damaged files
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise DataError(f"{builder.data_dir} cannot be read ({reason}); {rebuild}") from None
     return LoadedDataset(
         source=source,
-        index=_read_index(light),
+        index=index,
         dataset_dir=Path(builder.data_dir),
         image_size=image_size,
         fingerprint=builder.info.metadata["fingerprint"],
         source_dir=_recorded_source(builder.info.metadata),
     )
+
+
+def verify_shards(version_dir: Path, rebuild: str) -> None:
+    """Check each ArrayRecord shard against the size and SHA-256 recorded after its build.
+
+    Sizes are compared first (instant, catches truncation); hashing reads the shards once
+    (about a second per few hundred MB), so damage shows before training, not in its middle.
+    A dataset prepared before shards were recorded gets its record now. Raises DataError
+    naming the damaged shard and how to rebuild.
+    """
+    record_path = version_dir / layout.SHARDS_NAME
+    if not record_path.is_file():
+        _record_shards(version_dir)
+        return
+    recorded = json.loads(record_path.read_text())
+    present = {path.name: path for path in _shard_paths(version_dir)}
+    for name, expected in recorded.items():
+        if name not in present:
+            raise DataError(f"{version_dir} is damaged: shard {name} is missing; {rebuild}")
+        size = present[name].stat().st_size
+        if size != expected["bytes"]:
+            raise DataError(f"{version_dir} is damaged: shard {name} has {size} bytes, "
+                            f"{expected['bytes']} were written; {rebuild}")
+    for name, expected in recorded.items():
+        if _sha256(present[name]) != expected["sha256"]:
+            raise DataError(f"{version_dir} is damaged: shard {name} changed since it was "
+                            f"built (SHA-256 differs); {rebuild}")
+
+
+def _record_shards(version_dir: Path) -> None:
+    record = {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+              for path in _shard_paths(version_dir)}
+    write_json_atomic(record, version_dir / layout.SHARDS_NAME)
+
+
+def _shard_paths(version_dir: Path) -> list[Path]:
+    return sorted(version_dir.glob(f"{layout.DATASET_NAME}-*.array_record-*"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _rebuild_hint(data_dir: str | os.PathLike, image_size: int, source_dir: Path | None) -> str:
+    directory = layout.version_dir(data_dir, image_size)
+    source = source_dir or "TOP_DIR"
+    return (f"delete {directory} and rebuild it with `invoke data --source {source} "
+            f"--data-dir {data_dir} --image-size {image_size}` (the synthetic default data is "
+            "rebuilt by the next command on its own)")
 
 
 def _recorded_source(metadata) -> Path | None:

@@ -27,6 +27,7 @@ class AnomalyMethod:
 
     kinds = ("anomaly",)
     normalization = "tanh"
+    example_transform = None
     selection_metric = "auroc"
 
     def __init__(self, spec, config, steps_per_epoch: int) -> None:

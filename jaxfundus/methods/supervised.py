@@ -30,6 +30,7 @@ from jaxfundus.metrics import (
 )
 from jaxfundus.models.registry import CLASSIFIERS, build_classifier
 from jaxfundus.train.loop import Trainer
+from jaxfundus.train.optimizers import make_optimizer
 
 
 @struct.dataclass
@@ -54,15 +55,6 @@ def class_weights(targets: np.ndarray, n_classes: int, multi_label: bool) -> np.
     return (targets.shape[0] / (n_classes * np.maximum(counts, 1))).astype(np.float32)
 
 
-def make_optimizer(learning_rate: float, weight_decay: float, total_steps: int):
-    """AdamW with a 5% linear warm-up and cosine decay to 1% of the peak."""
-    warmup = max(1, total_steps // 20)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup,
-                                                  max(total_steps, warmup + 1),
-                                                  end_value=learning_rate * 0.01)
-    return optax.adamw(schedule, weight_decay=weight_decay)
-
-
 class SupervisedMethod:
     """Classifier training through the shared loop.
 
@@ -74,6 +66,7 @@ class SupervisedMethod:
     kinds = ("single-label", "multi-label")
     default_task = "five-rare"
     normalization = "imagenet"
+    example_transform = None
 
     def __init__(self, spec: TaskSpec, config: RunConfig, steps_per_epoch: int) -> None:
         self.model_name = config.model

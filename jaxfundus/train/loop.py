@@ -44,6 +44,8 @@ class Method(Protocol):
 
     normalization: str
     selection_metric: str
+    # Adds fields to each training example on the host (see data.pipeline.train_batches).
+    example_transform: Callable[[np.ndarray, np.random.Generator], dict] | None
 
     def init_state(self, seed: int) -> Any: ...
     def example_weights(self, train_targets: np.ndarray) -> np.ndarray | None: ...
@@ -133,14 +135,15 @@ class Trainer:
         iterator = train_batches(
             train.source, train.indices, train.targets, image_size=config.image_size,
             global_batch=config.batch_size, epochs=config.epochs, seed=config.seed,
-            weights=self.method.example_weights(train.targets), workers=config.workers,
+            weights=self.method.example_weights(train.targets),
+            transform=self.method.example_transform, workers=config.workers,
             process_index=parallel.process_index, process_count=parallel.process_count)
         checkpoints = RunCheckpoints(run_dir / CHECKPOINTS)
-        loop = LoopState()
-        resumed_from = checkpoints.latest_step()
-        if resumed_from is not None:
-            state, meta = checkpoints.restore(resumed_from,
-                                              abstract_like(state, parallel.replicated), iterator)
+        loop, resumed_from = LoopState(), None
+        resumed = checkpoints.restore_newest_readable(abstract_like(state, parallel.replicated),
+                                                      iterator, log)
+        if resumed is not None:
+            resumed_from, state, meta = resumed
             loop = LoopState.from_json(meta)
             log(f"resuming from checkpoint at step {resumed_from} (epoch {loop.epoch + 1} "
                 f"of {config.epochs})")
