@@ -12,9 +12,11 @@ import optax
 import pandas as pd
 from flax import nnx, struct
 
+from jaxfundus import runs
 from jaxfundus.config import RunConfig, TaskSpec
 from jaxfundus.data.splits import TEST, VAL
 from jaxfundus.evaluate.calibration import TemperatureScaling
+from jaxfundus.evaluate.explanations import explain_test_split
 from jaxfundus.evaluate.results import (
     calibration_fields,
     supervised_results,
@@ -178,6 +180,13 @@ class SupervisedMethod:
             val_probs = scaling.probs(val["logits"]) if scaling else val["probs"]
             metrics["operating_points"] = validation_operating_points(
                 val_data.targets, val_probs[:, 1], test_data.targets, test_probs[:, 1])
+        if write_files:
+            truth, predicted, predicted_class = self._decisions(test_data.targets, test_probs)
+            metrics.update(explain_test_split(
+                self.explainer(state), fold.dataset, fold.frame(TEST), test_probs, truth,
+                predicted, predicted_class, self.classes, self._image_size, self.normalization,
+                f"{self.title}, fold {fold.fold}: test images and where the model looked",
+                directory / runs.SALIENCY))
         return predictions, metrics
 
     def _decisions(self, targets: np.ndarray,
