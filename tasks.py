@@ -129,18 +129,31 @@ def report(c, workdir="runs"):
     commands.report(workdir=workdir)
 
 
+@task(help={"task": "a task with two or more trained models", "workdir": "default runs",
+            "json": "one JSON object per pair of models"})
+@_entry_point
+def compare(c, task, workdir="runs", json=False):
+    """Paired AUROC difference of a task's trained models on the same test images."""
+    from jaxfundus import commands
+
+    commands.compare(task=task, workdir=workdir, as_json=json)
+
+
 @task(help={
     "task": "the trained task", "model": "its model (default: the task's first)",
     "image": "one photograph", "folder": "score every file in a folder",
     "json": "one JSON object per image", "workdir": "default runs",
+    "explain": "also write Grad-CAM overlays (photograph + heat map) per image",
+    "out": "folder for the overlays (default WORKDIR/<task>/<model>/explanations)",
 })
 @_entry_point
-def predict(c, task, model=None, image=None, folder=None, json=False, workdir="runs"):
+def predict(c, task, model=None, image=None, folder=None, json=False, explain=False, out=None,
+            workdir="runs"):
     """Class probabilities (or anomaly score and decision) for new photographs."""
     from jaxfundus import commands
 
     failures = commands.predict(task=task, model=model, image=image, folder=folder,
-                                as_json=json, workdir=workdir,
+                                as_json=json, explain=explain, out=out, workdir=workdir,
                                 warn=lambda line: print(line, file=sys.stderr))
     if failures:
         raise Exit(code=1)

@@ -226,25 +226,57 @@ def evaluate(*, task: str | None = None, model: str | None = None, all_tasks: bo
 
 def report(*, workdir: str = "runs", log: Log = print) -> Path:
     """Write WORKDIR/report/{summary.csv, summary.md, index.html}."""
-    from jaxfundus.evaluate.report import write_report
+    from jaxfundus.report import write_report
 
     path = write_report(Path(workdir))
     log(f"report: {path}")
     return path
 
 
+def compare(*, task: str, workdir: str = "runs", as_json: bool = False,
+            log: Log = print) -> list[dict]:
+    """Paired AUROC differences between the trained models of a task on the same test images
+    (interval from a patient bootstrap; DeLong p-value where one class is positive)."""
+    from jaxfundus.evaluate.comparison import compare_runs
+    from jaxfundus.methods.kinds import kind_of
+    from jaxfundus.runs import load_run, trained_models
+
+    spec = load_task(task)
+    trained = [run for model in (*spec.models, *trained_models(workdir, spec))
+               if (run := load_run(workdir, spec, model)).folds]
+    if len(trained) < 2:
+        raise ConfigError(f"compare needs two trained models of {task} in {workdir}; trained: "
+                          f"{', '.join(run.model for run in trained) or 'none'}")
+    results = []
+    for found in compare_runs(trained, kind_of(spec).roc_targets(spec.classes)):
+        if isinstance(found, str):
+            log(f"not compared: {found}")
+            continue
+        results.append(found.to_dict())
+        log(json.dumps(found.to_dict()) if as_json else found.to_text())
+    return results
+
+
 def predict(*, task: str, model: str | None = None, image: str | None = None,
-            folder: str | None = None, as_json: bool = False, workdir: str = "runs",
-            log: Log = print, warn: Log = print) -> int:
-    """Score one image or a folder; returns the number of files that could not be scored."""
+            folder: str | None = None, as_json: bool = False, explain: bool = False,
+            out: str | None = None, workdir: str = "runs", log: Log = print,
+            warn: Log = print) -> int:
+    """Score one image or a folder; returns the number of files that could not be scored.
+
+    explain: also write a Grad-CAM overlay PNG per image (and explained class) into `out`
+    (default WORKDIR/<task>/<model>/explanations); the output names the files."""
     from jaxfundus.compile_cache import enable_compilation_cache
-    from jaxfundus.predict import Predictor, image_files, predict_files
+    from jaxfundus.predict import EXPLANATIONS, Predictor, image_files, predict_files
 
     files = image_files(image, folder)
     enable_compilation_cache()
     predictor = Predictor(workdir, task, model)
+    explain_to = None
+    if explain:
+        predictor.explainers()  # a method without saliency maps fails before any image
+        explain_to = Path(out) if out else predictor.directory / EXPLANATIONS
     failures = 0
-    for prediction, error in predict_files(predictor, files):
+    for prediction, error in predict_files(predictor, files, explain_to):
         if error:
             failures += 1
             warn(f"error: {error}")

@@ -68,6 +68,9 @@ class RunConfig:
     threshold: float | None = None
     threshold_criterion: str = "f1"
     anomaly_test_set: str = "patients"
+    # Supervised: fit a temperature on the validation logits; test metrics and predict then use
+    # the calibrated probabilities.
+    calibrate: bool = False
     data_dir: str | None = None
     workdir: str = "runs"
     # How the classifier starts (jaxfundus.models.initialization): None from scratch,

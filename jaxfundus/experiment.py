@@ -17,6 +17,7 @@ from jaxfundus.config import RunConfig, TaskSpec, load_task
 from jaxfundus.data.datasets import Dataset
 from jaxfundus.data.splits import TEST, TRAIN, VAL
 from jaxfundus.data.top_source import DataError
+from jaxfundus.evaluate.results import headline_intervals
 from jaxfundus.methods import make_method
 from jaxfundus.methods.base import FoldData
 from jaxfundus.methods.kinds import kind_of
@@ -75,7 +76,7 @@ def train_task(config: RunConfig, dataset: Dataset, *, parallel: DataParallel | 
             parallel.barrier(f"fold-{fold.fold}-done")
         if not parallel.is_primary:
             return {}
-        return runs.write_summary(config.workdir, spec, config.model)
+        return runs.write_summary(config.workdir, spec, config.model, headline_intervals)
 
 
 def _writer_lock(config: RunConfig, spec: TaskSpec, parallel: DataParallel, log: Log):
@@ -152,7 +153,7 @@ def evaluate_task(config: RunConfig, dataset: Dataset, *, parallel: DataParallel
                 "images")
         if not parallel.is_primary:
             return {}
-        return runs.write_summary(config.workdir, spec, config.model)
+        return runs.write_summary(config.workdir, spec, config.model, headline_intervals)
 
 
 def _check_same_split(fold: FoldData, saved: runs.Fold) -> None:

@@ -23,12 +23,24 @@ import optax
 import pandas as pd
 from flax import nnx, struct
 
+from jaxfundus import runs
 from jaxfundus.config import RunConfig, TaskSpec
-from jaxfundus.data.splits import TEST
-from jaxfundus.evaluate.results import supervised_results
+from jaxfundus.data.splits import TEST, VAL
+from jaxfundus.evaluate.calibration import TemperatureScaling
+from jaxfundus.evaluate.explanations import explain_test_split
+from jaxfundus.evaluate.results import (
+    calibration_fields,
+    supervised_results,
+    validation_operating_points,
+)
+from jaxfundus.evaluate.saliency import GradCam
 from jaxfundus.methods.base import FoldData, graphdefs, split_variables
 from jaxfundus.methods.kinds import MultiLabel, kind_of
-from jaxfundus.metrics import multi_label_metrics, single_label_metrics
+from jaxfundus.metrics import (
+    MULTI_LABEL_DECISION_THRESHOLD,
+    multi_label_metrics,
+    single_label_metrics,
+)
 from jaxfundus.models.initialization import init_provenance, is_pretrained, weights_path
 from jaxfundus.models.keras_weights import normalization_for
 from jaxfundus.models.pretrained import HEAD, load_backbone
@@ -79,6 +91,9 @@ class SupervisedMethod:
         self.classes = spec.classes
         self.multi_label = isinstance(kind_of(spec), MultiLabel)
         self.selection_metric = "macro_auroc" if self.multi_label else "balanced_accuracy"
+        self.title = f"{spec.name} / {config.model}"
+        self._seed, self._calibrate, self._image_size = (config.seed, config.calibrate,
+                                                         config.image_size)
         self._balance = config.balance == "class-weights"
         self._dtype = jnp.dtype(config.dtype)
         # The input normalisation follows the initialisation: config.json records `init`, so
@@ -195,18 +210,19 @@ class SupervisedMethod:
         return new_state, {"loss": loss, "accuracy": self._accuracy(logits, batch["target"])}
 
     def eval_step(self, state: SupervisedState, batch: dict) -> dict:
-        """probs float32[B,C]; with targets in the batch (not in prediction) also the loss."""
+        """probs and logits float32[B,C]; with targets in the batch (not in prediction) also
+        the loss. The logits are what temperature scaling divides."""
         logits = self.model(state)(batch["image"]).astype(jnp.float32)
         probs = jax.nn.sigmoid(logits) if self.multi_label else jax.nn.softmax(logits)
         if "target" not in batch:
-            return {"probs": probs}
+            return {"probs": probs, "logits": logits}
         if self.multi_label:
             targets = batch["target"].astype(jnp.float32)
             loss = -(targets * jax.nn.log_sigmoid(logits)
                      + (1 - targets) * jax.nn.log_sigmoid(-logits)).mean(-1)
         else:
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["target"])
-        return {"probs": probs, "loss": loss}
+        return {"probs": probs, "logits": logits, "loss": loss}
 
     def validation_metrics(self, outputs: dict, targets: np.ndarray) -> dict:
         if self.multi_label:
@@ -221,9 +237,52 @@ class SupervisedMethod:
 
     def score_fold(self, trainer: Trainer, state: Any, fold: FoldData, directory: Path,
                    write_files: bool) -> tuple[pd.DataFrame, dict]:
-        outputs = trainer.predict(state, fold.data(TEST))
-        return supervised_results(fold.frame(TEST), outputs["probs"], self.classes,
-                                  multi_label=self.multi_label)
+        """Test predictions and metrics with intervals, calibration (a temperature fitted on
+        validation with `calibrate`), two-class operating points chosen on validation, and on
+        the primary process Grad-CAM: saliency.png and the pixel AUROC against lesion masks."""
+        test_data, val_data = fold.data(TEST), fold.data(VAL)
+        test, val = trainer.predict(state, test_data), trainer.predict(state, val_data)
+        scaling = (TemperatureScaling.fit(val["logits"], val_data.targets)
+                   if self._calibrate else None)
+        test_probs = scaling.probs(test["logits"]) if scaling else test["probs"]
+        predictions, metrics = supervised_results(fold.frame(TEST), test_probs, self.classes,
+                                                  multi_label=self.multi_label, seed=self._seed)
+        metrics.update(calibration_fields(test["logits"], test_data.targets, test_probs,
+                                          scaling))
+        if not self.multi_label and len(self.classes) == 2:
+            val_probs = scaling.probs(val["logits"]) if scaling else val["probs"]
+            metrics["operating_points"] = validation_operating_points(
+                val_data.targets, val_probs[:, 1], test_data.targets, test_probs[:, 1])
+        if write_files:
+            truth, predicted, predicted_class = self._decisions(test_data.targets, test_probs)
+            metrics.update(explain_test_split(
+                self.explainer(state), fold.dataset, fold.frame(TEST), test_probs, truth,
+                predicted, predicted_class, self.classes, self._image_size, self.normalization,
+                f"{self.title}, fold {fold.fold}: test images and where the model looked",
+                directory / runs.SALIENCY))
+        return predictions, metrics
+
+    def _decisions(self, targets: np.ndarray,
+                   probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(truth bool[N,C], predicted bool[N,C], predicted class int[N] or None for
+        multi-label) of test targets and probabilities."""
+        if self.multi_label:
+            return targets > 0.5, probs >= MULTI_LABEL_DECISION_THRESHOLD, None
+        eye = np.eye(len(self.classes), dtype=bool)
+        predicted_class = probs.argmax(1)
+        return eye[targets], eye[predicted_class], predicted_class
+
+    def explainer(self, state: SupervisedState) -> GradCam:
+        """Grad-CAM of the model in `state` (on this process's copy of the weights, so one
+        process of a multi-process run can draw maps alone)."""
+        return GradCam(self.model(jax.tree.map(_process_local, state)))
+
+
+def _process_local(leaf):
+    """A replicated array as the copy on this process's first device (others pass through)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return leaf.addressable_data(0)
+    return leaf
 
 
 def _frozen_backbone_graph(build) -> nnx.GraphDef:
