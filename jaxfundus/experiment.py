@@ -4,6 +4,7 @@ the shared loop, and write the results (layout: jaxfundus.runs).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,12 @@ from jaxfundus.config import RunConfig, TaskSpec, load_task
 from jaxfundus.data.datasets import Dataset
 from jaxfundus.data.splits import TEST, TRAIN, VAL
 from jaxfundus.data.top_source import DataError
+from jaxfundus.evaluate.results import headline_intervals
 from jaxfundus.methods import make_method
 from jaxfundus.methods.base import FoldData
 from jaxfundus.methods.kinds import kind_of
 from jaxfundus.provenance import git_commit, package_versions
+from jaxfundus.run_lock import run_lock
 from jaxfundus.train.loop import Trainer
 from jaxfundus.train.mesh import DataParallel
 
@@ -59,19 +62,28 @@ def train_task(config: RunConfig, dataset: Dataset, *, parallel: DataParallel | 
         f"{examples.frame['patient_id'].nunique()} patients, classes {', '.join(spec.classes)}; "
         f"dropped by the selection rule: {examples.dropped or 'none'}")
     trainer = _trainer(spec, config, folds, parallel)
-    for fold in folds:
-        directory = runs.fold_directory(config.workdir, spec.name, config.model, fold.fold)
-        if runs.read_fold(config.workdir, spec.name, config.model, fold.fold).finished \
-                and not retrain:
-            log(f"fold {fold.fold}: already trained ({directory}); pass --retrain to train again")
-            continue
-        if retrain and directory.exists():
-            shutil.rmtree(directory)
-        _train_fold(trainer, spec, fold, directory, log)
-        parallel.barrier(f"fold-{fold.fold}-done")
+    with _writer_lock(config, spec, parallel, log):
+        for fold in folds:
+            directory = runs.fold_directory(config.workdir, spec.name, config.model, fold.fold)
+            if runs.read_fold(config.workdir, spec.name, config.model, fold.fold).finished \
+                    and not retrain:
+                log(f"fold {fold.fold}: already trained ({directory}); pass --retrain to train "
+                    "again")
+                continue
+            if retrain and directory.exists():
+                shutil.rmtree(directory)
+            _train_fold(trainer, spec, fold, directory, log)
+            parallel.barrier(f"fold-{fold.fold}-done")
+        if not parallel.is_primary:
+            return {}
+        return runs.write_summary(config.workdir, spec, config.model, headline_intervals)
+
+
+def _writer_lock(config: RunConfig, spec: TaskSpec, parallel: DataParallel, log: Log):
+    """The run folder's lock, held by the process that writes it (the primary)."""
     if not parallel.is_primary:
-        return {}
-    return runs.write_summary(config.workdir, spec, config.model)
+        return contextlib.nullcontext()
+    return run_lock(runs.run_directory(config.workdir, spec.name, config.model), log)
 
 
 def _train_fold(trainer: Trainer, spec: TaskSpec, fold: FoldData, directory: Path,
@@ -82,7 +94,8 @@ def _train_fold(trainer: Trainer, spec: TaskSpec, fold: FoldData, directory: Pat
         f"images (patients disjoint) -> {directory}")
     if trainer.parallel.is_primary:
         runs.write_split(directory, _split_table(fold))
-        runs.write_fold_config(directory, _config_record(trainer.config, spec, fold, counts))
+        runs.write_fold_config(directory, _config_record(trainer.config, spec, fold, counts,
+                                                         _start(trainer.method)))
     result = trainer.fit(fold.data(TRAIN), fold.data(VAL), directory, log=log)
     score_fold(trainer, spec, fold, directory, result.state)
 
@@ -105,10 +118,17 @@ def _split_table(fold: FoldData) -> pd.DataFrame:
                          "split": fold.split})
 
 
+def _start(method) -> dict:
+    """How the method's model starts (init, weights file, its SHA-256 and source)."""
+    provenance = getattr(method, "provenance", None)
+    return provenance() if provenance else {"init": "scratch"}
+
+
 def _config_record(config: RunConfig, spec: TaskSpec, fold: FoldData,
-                   counts: dict[str, int]) -> dict:
+                   counts: dict[str, int], start: dict) -> dict:
     return {
         **config.to_dict(),
+        "start": start,
         "fold": fold.fold,
         "folds": spec.cv_folds,
         "kind": spec.kind,
@@ -128,18 +148,20 @@ def evaluate_task(config: RunConfig, dataset: Dataset, *, parallel: DataParallel
     parallel = parallel or DataParallel()
     folds = plan_folds(spec, config, dataset)
     trainer = _trainer(spec, config, folds, parallel)
-    for fold in folds:
-        saved = runs.read_fold(config.workdir, spec.name, config.model, fold.fold)
-        if not saved.checkpoints.is_dir():
-            log(f"fold {fold.fold}: not trained ({saved.directory})")
-            continue
-        _check_same_split(fold, saved)
-        state = trainer.restore_best(saved.directory)
-        metrics = score_fold(trainer, spec, fold, saved.directory, state)
-        log(f"fold {fold.fold}: re-evaluated best checkpoint on {metrics['n_test']} test images")
-    if not parallel.is_primary:
-        return {}
-    return runs.write_summary(config.workdir, spec, config.model)
+    with _writer_lock(config, spec, parallel, log):
+        for fold in folds:
+            saved = runs.read_fold(config.workdir, spec.name, config.model, fold.fold)
+            if not saved.checkpoints.is_dir():
+                log(f"fold {fold.fold}: not trained ({saved.directory})")
+                continue
+            _check_same_split(fold, saved)
+            state = trainer.restore_best(saved.directory)
+            metrics = score_fold(trainer, spec, fold, saved.directory, state)
+            log(f"fold {fold.fold}: re-evaluated best checkpoint on {metrics['n_test']} test "
+                "images")
+        if not parallel.is_primary:
+            return {}
+        return runs.write_summary(config.workdir, spec, config.model, headline_intervals)
 
 
 def _check_same_split(fold: FoldData, saved: runs.Fold) -> None:

@@ -1,8 +1,11 @@
 """The results layout: where every file of a run lives, and the one way to write and read them.
 
     WORKDIR/<task>/<model>/fold-<k>/  checkpoints/, history.csv, tensorboard/, split.csv,
-                                      predictions.csv, metrics.json, config.json, (pictures)
-    WORKDIR/<task>/<model>/summary.json   each metric's mean and std over the finished folds
+                                      predictions.csv, metrics.json, config.json, (pictures:
+                                      saliency.png, reconstructions.png)
+    WORKDIR/<task>/<model>/summary.json   each metric's mean and std over the finished folds,
+                                          and its value and 95% interval on the pooled
+                                          predictions of those folds
 
 Training, evaluation, prediction and the report all go through this module, so the layout and
 the fold summary are defined once. Nothing here imports jax.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +33,16 @@ PREDICTIONS = "predictions.csv"
 METRICS = "metrics.json"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
+SALIENCY = "saliency.png"  # supervised folds: test images with their Grad-CAM maps
+# The pooled intervals of summary.json: (predictions.csv rows of all folds, task classes, seed=)
+# -> metric name -> Interval (estimate, to_json()). This module sits below jaxfundus.evaluate,
+# so the layers above pass in jaxfundus.evaluate.results.headline_intervals.
+PooledIntervals = Callable[..., Mapping[str, Any]]
 # The fold metrics that summary.json averages (those a fold's metrics.json has).
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "top1_accuracy",
-                   "exact_match_accuracy", "auroc", "auprc", "f1", "sensitivity_at_90_specificity",
-                   "sensitivity_at_95_specificity", "pixel_auroc")
+                   "exact_match_accuracy", "auroc", "auprc", "f1", "sensitivity", "specificity",
+                   "sensitivity_at_90_specificity", "sensitivity_at_95_specificity", "ece",
+                   "pixel_auroc")
 
 
 def fold_numbers(spec: TaskSpec) -> list[int]:
@@ -112,8 +122,10 @@ def read_fold(workdir: str | Path, task: str, model: str, fold: int,
                 _read_json(directory / CONFIG, notes))
 
 
-def load_run(workdir: str | Path, spec: TaskSpec, model: str) -> Run:
-    """A run's finished folds and its summary (recomputed when summary.json is missing/stale)."""
+def load_run(workdir: str | Path, spec: TaskSpec, model: str,
+             intervals: PooledIntervals | None = None) -> Run:
+    """A run's finished folds and its summary, recomputed when summary.json is missing or
+    stale, or (given `intervals`) lacks the pooled intervals (written before they existed)."""
     notes: list[str] = []
     folds = [fold for number in fold_numbers(spec)
              if (fold := read_fold(workdir, spec.name, model, number, notes)).finished]
@@ -123,7 +135,12 @@ def load_run(workdir: str | Path, spec: TaskSpec, model: str) -> Run:
         # An interrupted run writes no summary.json (or leaves an older one behind).
         notes.append(f"{spec.name} / {model}: summary.json missing or stale; the table uses the "
                      f"{len(folds)} finished folds' metrics.json")
-        summary = summarize(spec, model, [fold.metrics for fold in folds])
+        summary = summarize(spec, model, [fold.metrics for fold in folds],
+                            pooled_intervals(spec, folds, intervals))
+    elif folds and intervals is not None and not any(
+            "pooled_ci" in entry for entry in summary.get("metrics", {}).values()):
+        summary = summarize(spec, model, [fold.metrics for fold in folds],
+                            pooled_intervals(spec, folds, intervals))
     return Run(spec, model, directory, folds, summary if folds else None, notes)
 
 
@@ -134,8 +151,14 @@ def trained_models(workdir: str | Path, spec: TaskSpec) -> list[str]:
         (p / SUMMARY).exists() or any(p.glob(f"fold-*/{METRICS}"))))
 
 
-def summarize(spec: TaskSpec, model: str, fold_metrics: list[dict]) -> dict:
-    """summary.json: each SUMMARY_METRICS value's mean, std and per-fold list over the folds."""
+def summarize(spec: TaskSpec, model: str, fold_metrics: list[dict],
+              pooled: Mapping[str, Any] | None = None) -> dict:
+    """summary.json: each SUMMARY_METRICS value's mean, std and per-fold list over the folds.
+
+    With `pooled` (pooled_intervals: metric -> Interval of all folds' test predictions
+    together, each image once), each metric also gets `pooled`, its value on those rows, and
+    `pooled_ci`, its 95% patient-bootstrap interval.
+    """
     summary: dict[str, Any] = {"task": spec.name, "model": model, "kind": spec.kind,
                                "folds_expected": len(fold_numbers(spec)),
                                "folds_done": len(fold_metrics), "metrics": {}}
@@ -146,13 +169,44 @@ def summarize(spec: TaskSpec, model: str, fold_metrics: list[dict]) -> dict:
                                         "std": float(np.std(values)), "per_fold": values}
     if fold_metrics:
         summary["n_test"] = int(sum(int(m.get("n_test") or 0) for m in fold_metrics))
+    for name, entry in summary["metrics"].items():
+        if pooled and name in pooled:
+            estimate = pooled[name].estimate
+            entry["pooled"] = estimate if is_number(estimate) else None
+            entry["pooled_ci"] = pooled[name].to_json()
     return summary
 
 
-def write_summary(workdir: str | Path, spec: TaskSpec, model: str) -> dict:
-    """Summarise the finished folds into summary.json (and return it)."""
-    folds = [read_fold(workdir, spec.name, model, n) for n in fold_numbers(spec)]
-    summary = summarize(spec, model, [f.metrics for f in folds if f.finished])
+def pooled_intervals(spec: TaskSpec, folds: list[Fold],
+                     intervals: PooledIntervals | None) -> Mapping[str, Any] | None:
+    """`intervals` of the finished folds' predictions.csv rows concatenated, seeded with the
+    run's seed; None without intervals or predictions."""
+    predictions = pooled_predictions(folds) if intervals is not None else None
+    if predictions is None:
+        return None
+    return intervals(predictions, spec.classes, seed=run_seed(folds))
+
+
+def pooled_predictions(folds: list[Fold]) -> pd.DataFrame | None:
+    """The finished folds' predictions.csv rows, concatenated (None when none can be read)."""
+    frames = [p for fold in folds if fold.finished and (p := fold.predictions()) is not None]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def run_seed(folds: list[Fold]) -> int:
+    """The seed the run was trained with (its first fold's config.json), 0 if unknown."""
+    configs = [fold.config for fold in folds if fold.config]
+    return int(configs[0].get("seed") or 0) if configs else 0
+
+
+def write_summary(workdir: str | Path, spec: TaskSpec, model: str,
+                  intervals: PooledIntervals | None = None) -> dict:
+    """Summarise the finished folds into summary.json (and return it); with `intervals`
+    (jaxfundus.evaluate.results.headline_intervals) also the pooled intervals."""
+    folds = [fold for n in fold_numbers(spec)
+             if (fold := read_fold(workdir, spec.name, model, n)).finished]
+    summary = summarize(spec, model, [f.metrics for f in folds],
+                        pooled_intervals(spec, folds, intervals))
     write_json_atomic(summary, run_directory(workdir, spec.name, model) / SUMMARY)
     return summary
 

@@ -98,14 +98,30 @@ def _nearest(plane: jax.Array, coords: jax.Array) -> jax.Array:
     return _gather(plane, jnp.round(coords[0]), jnp.round(coords[1]))
 
 
+# Batch fields augmented together with `image`: more pictures of the same example (moved and
+# recoloured alike) and masks over it (moved alike).
+IMAGE_FIELDS = ("image", "anomaly_image")
+MASK_FIELDS = ("anomaly_mask",)
+
+
 def prepare_batch(batch: dict[str, jax.Array], normalization: str,
                   augment_seed: int | None) -> dict[str, jax.Array]:
     """A pipeline batch as a step sees it: uint8 images augmented (when `augment_seed` is given
-    and the batch has `example_id`) and normalised to float32; `example_id` is consumed."""
+    and the batch has `example_id`) and normalised to float32; `example_id` is consumed.
+
+    Every field of IMAGE_FIELDS present gets the example's own transform, every MASK_FIELDS
+    one the same flip and rotation, so a synthetic anomaly's mask stays on its lesion.
+    """
     batch = dict(batch)
     example_ids = batch.pop("example_id", None)
-    images = batch["image"]
+    images = [name for name in IMAGE_FIELDS if name in batch]
     if augment_seed is not None and example_ids is not None:
-        images, _ = augment_images(images, example_keys(augment_seed, example_ids))
-    batch["image"] = normalize(images, normalization)
+        keys = example_keys(augment_seed, example_ids)
+        masks = [name for name in MASK_FIELDS if name in batch]
+        for name in images:
+            batch[name], moved = augment_images(batch[name], keys,
+                                                masks=tuple(batch[m] for m in masks))
+            batch.update(zip(masks, moved, strict=True))
+    for name in images:
+        batch[name] = normalize(batch[name], normalization)
     return batch

@@ -11,7 +11,7 @@ iterator state continues exactly where a run stopped, with any number of worker 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import grain
@@ -20,12 +20,17 @@ from absl import flags
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-NORMALIZATIONS = ("imagenet", "tanh")
+# Keras preprocess_input 'caffe' mode, which Keras' ResNet-50 ImageNet weights expect.
+CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+NORMALIZATIONS = ("imagenet", "tanh", "caffe")
 
 
 def normalize(images, normalization: str):
-    """uint8 (or 0-255 float) [..., 3] -> float32: ImageNet mean/std ("imagenet") or [-1, 1]
-    ("tanh" models). Works on numpy and jax arrays alike (on the device inside a step)."""
+    """uint8 (or 0-255 float) [..., 3] RGB -> float32: ImageNet mean/std ("imagenet"),
+    [-1, 1] ("tanh" models, and Keras' 'tf' mode), or Keras' 'caffe' mode (BGR minus the BGR
+    mean, 0-255 scale). Works on numpy and jax arrays alike (on the device inside a step)."""
+    if normalization == "caffe":
+        return images[..., ::-1].astype(np.float32) - CAFFE_BGR_MEAN
     x = images.astype(np.float32) / 255.0
     if normalization == "imagenet":
         return (x - IMAGENET_MEAN) / IMAGENET_STD
@@ -45,13 +50,16 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
 class _Example(grain.transforms.Map):
     """Position in the (local) stream -> one prepared example. Picklable for worker processes."""
 
-    def __init__(self, source, indices, targets, *, image_size, order, weights=None):
+    def __init__(self, source, indices, targets, *, image_size, order, weights=None,
+                 transform=None, seed=0):
         self._source = source
         self._indices = np.asarray(indices)
         self._targets = np.asarray(targets)
         self._weights = None if weights is None else np.asarray(weights, np.float32)
         self._image_size = image_size
         self._order = order
+        self._transform = transform
+        self._seed = seed
 
     def map(self, position: int) -> dict[str, np.ndarray]:
         row, key = self._order(position)
@@ -64,6 +72,9 @@ class _Example(grain.transforms.Map):
         }
         if len(key) == 2:  # training: (epoch, position in the epoch) seeds the augmentation
             example["example_id"] = np.asarray(key, np.int32)
+            if self._transform is not None:
+                rng = np.random.default_rng([self._seed, *key])
+                example.update(self._transform(example["image"], rng))
         if self._weights is not None:
             example["weight"] = self._weights[row]
         return example
@@ -120,21 +131,24 @@ def steps_per_epoch(n_rows: int, global_batch: int) -> int:
 
 def train_batches(
     source, indices: Sequence[int], targets: np.ndarray, *, image_size: int, global_batch: int,
-    epochs: int, seed: int, weights: np.ndarray | None = None, workers: int = 0,
-    process_index: int = 0, process_count: int = 1,
+    epochs: int, seed: int, weights: np.ndarray | None = None,
+    transform: Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]] | None = None,
+    workers: int = 0, process_index: int = 0, process_count: int = 1,
 ) -> grain.DatasetIterator:
     """Checkpointable iterator of this process's training batches for `epochs` epochs.
 
     Each batch: image uint8[b,S,S,3], target (per-row target array, batched), row int64[b]
     (position in `indices`), mask bool[b] (all True in training), example_id int32[b,2]
     (epoch, position in the epoch's global order) and, when `weights` (one row per image) is
-    given, weight (its rows, batched); b = global_batch / processes.
+    given, weight (its rows, batched); b = global_batch / processes. A method's `transform`
+    (picklable, for worker processes) adds fields per training image from (image, a generator
+    seeded by seed, epoch and position), e.g. a synthetic anomaly and its mask.
     """
     _check_batch(global_batch, process_count)
     n_steps = steps_per_epoch(len(indices), global_batch)
     order = _TrainOrder(len(indices), n_steps, global_batch, process_index, process_count, seed)
     example = _Example(source, indices, targets, image_size=image_size, order=order,
-                       weights=weights)
+                       weights=weights, transform=transform, seed=seed)
     local_batch = global_batch // process_count
     dataset = grain.MapDataset.range(epochs * n_steps * local_batch).map(example)
     return _iterate(dataset.batch(local_batch, drop_remainder=True), workers)

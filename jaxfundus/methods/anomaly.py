@@ -27,6 +27,7 @@ class AnomalyMethod:
 
     kinds = ("anomaly",)
     normalization = "tanh"
+    example_transform = None
     selection_metric = "auroc"
 
     def __init__(self, spec, config, steps_per_epoch: int) -> None:
@@ -48,7 +49,7 @@ class AnomalyMethod:
         predictions, metrics = anomaly_results(
             fold.frame(TEST), trainer.predict(state, fold.data(TEST))["score"], val.targets,
             trainer.predict(state, val)["score"], criterion=self.config.threshold_criterion,
-            manual_threshold=self.config.threshold)
+            manual_threshold=self.config.threshold, seed=self.config.seed)
         test_frame, size = fold.frame(TEST), self.config.image_size
         metrics.update(localisation_auroc(self, state, fold.dataset, test_frame, size))
         if write_files:

@@ -12,16 +12,16 @@ with these deliberate differences:
 * BatchNorm uses torch's defaults (momentum 0.1 there = 0.9 in nnx, epsilon 1e-5).
 """
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxfundus.models.ops import BatchNorm, Conv, ConvTranspose
+from jaxfundus.models import layers
+from jaxfundus.models.layers import check_image_size
 
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
 DCGAN_STDDEV = 0.02
 
 
@@ -30,70 +30,27 @@ def dcgan_scale_init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype) -
     return 1.0 + DCGAN_STDDEV * jax.random.normal(key, shape, dtype)
 
 
-def check_image_size(image_size: int, minimum: int) -> None:
-    """Raise ValueError unless ``image_size`` is a power of two >= ``minimum``."""
-    if image_size < minimum or image_size & (image_size - 1):
-        raise ValueError(f"image_size must be a power of two >= {minimum}, got {image_size}")
-
-
 def num_pyramid_layers(image_size: int) -> int:
     """Stride-2 layers between the first conv's output (size/2) and the 4x4 map."""
     return int(math.log2(image_size)) - 3
 
 
-def _conv(in_features, out_features, kernel_size, strides, padding, *, dtype, rngs):
-    return Conv(
-        in_features,
-        out_features,
-        (kernel_size, kernel_size),
-        strides=strides,
-        padding=padding,
-        use_bias=False,
-        kernel_init=nnx.initializers.normal(DCGAN_STDDEV),
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        rngs=rngs,
-    )
+# DCGAN ``weights_init``: conv kernels ~ N(0, 0.02), BatchNorm scales ~ N(1, 0.02).
+_dcgan_init = dict(kernel_init=nnx.initializers.normal(DCGAN_STDDEV))
+_conv = functools.partial(layers.conv, **_dcgan_init)
+_downsample = functools.partial(layers.downsample_conv, **_dcgan_init)
+_upsample = functools.partial(layers.upsample_conv, **_dcgan_init)
+# conv -> BatchNorm (torch's epsilon, DCGAN init) -> activation
+_conv_bn = functools.partial(
+    layers.conv_bn, epsilon=layers.TORCH_BN_EPSILON, scale_init=dcgan_scale_init
+)
 
 
-def _conv_transpose(in_features, out_features, strides, padding, *, dtype, rngs):
-    return ConvTranspose(
-        in_features,
-        out_features,
-        (4, 4),
-        strides=strides,
-        padding=padding,
-        use_bias=False,
-        kernel_init=nnx.initializers.normal(DCGAN_STDDEV),
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        rngs=rngs,
-    )
-
-
-def _batch_norm(features, *, dtype, rngs):
-    return BatchNorm(
-        features,
-        momentum=BN_MOMENTUM,
-        epsilon=BN_EPSILON,
-        scale_init=dcgan_scale_init,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        rngs=rngs,
-    )
-
-
-class ConvBNAct(nnx.Module):
-    """Conv (no bias) -> BatchNorm -> LeakyReLU(0.2) or ReLU."""
-
-    def __init__(self, conv: nnx.Module, features: int, *, leaky: bool, dtype, rngs: nnx.Rngs):
-        self.conv = conv
-        self.norm = _batch_norm(features, dtype=dtype, rngs=rngs)
-        self.leaky = leaky
-
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        x = self.norm(self.conv(x))
-        return nnx.leaky_relu(x, 0.2) if self.leaky else nnx.relu(x)
+def _extra_layer(features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> layers.ConvNormAct:
+    """anomalib's extra layer, in the encoder and (LeakyReLU too) the decoder: conv 3x3 + BN
+    + LeakyReLU(0.2), keeping size and width."""
+    conv = _conv(features, features, 3, padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)
+    return _conv_bn(conv, activation=layers.leaky_relu, dtype=dtype, rngs=rngs)
 
 
 class DCGANEncoder(nnx.Module):
@@ -104,40 +61,23 @@ class DCGANEncoder(nnx.Module):
     ``extra_layers`` adds conv 3x3 + BN + LeakyReLU blocks at size S/2 (anomalib option).
     """
 
-    def __init__(
-        self,
-        image_size: int,
-        channels: int,
-        out_features: int,
-        *,
-        base_features: int = 64,
-        extra_layers: int = 0,
-        dtype: jnp.dtype = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, image_size: int, channels: int, out_features: int, *, base_features: int,
+                 extra_layers: int, dtype: jnp.dtype, rngs: nnx.Rngs):
         check_image_size(image_size, 16)
         kw = dict(dtype=dtype, rngs=rngs)
-        self.initial = _conv(channels, base_features, 4, 2, ((1, 1), (1, 1)), **kw)
-        layers = [
-            ConvBNAct(
-                _conv(base_features, base_features, 3, 1, ((1, 1), (1, 1)), **kw),
-                base_features,
-                leaky=True,
-                **kw,
-            )
-            for _ in range(extra_layers)
-        ]
+        self.initial = _downsample(channels, base_features, **kw)
+        blocks = [_extra_layer(base_features, **kw) for _ in range(extra_layers)]
         features = base_features
         for _ in range(num_pyramid_layers(image_size)):
-            conv = _conv(features, 2 * features, 4, 2, ((1, 1), (1, 1)), **kw)
-            layers.append(ConvBNAct(conv, 2 * features, leaky=True, **kw))
+            conv = _downsample(features, 2 * features, **kw)
+            blocks.append(_conv_bn(conv, activation=layers.leaky_relu, **kw))
             features *= 2
-        self.layers = nnx.List(layers)
-        self.final = _conv(features, out_features, 4, 1, "VALID", **kw)
+        self.layers = nnx.List(blocks)
+        self.final = _conv(features, out_features, 4, padding="VALID", **kw)
 
     def features(self, x: jnp.ndarray) -> jnp.ndarray:
         """[B,S,S,C] -> the last feature map [B,4,4,base_features*S/8] (compute dtype)."""
-        x = nnx.leaky_relu(self.initial(x), 0.2)
+        x = layers.leaky_relu(self.initial(x))
         for layer in self.layers:
             x = layer(x)
         return x
@@ -151,46 +91,24 @@ class DCGANDecoder(nnx.Module):
     """DCGAN decoder: [B, latent] -> convT 4x4 'valid' to 4x4 -> [convT 4x4/2 + BN + ReLU]
     -> (extra layers) -> convT 4x4/2 -> tanh -> float32[B, S, S, channels] in [-1, 1]."""
 
-    def __init__(
-        self,
-        image_size: int,
-        channels: int,
-        latent_size: int,
-        *,
-        base_features: int = 64,
-        extra_layers: int = 0,
-        dtype: jnp.dtype = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, image_size: int, channels: int, latent_size: int, *, base_features: int,
+                 extra_layers: int, dtype: jnp.dtype, rngs: nnx.Rngs):
         check_image_size(image_size, 16)
         kw = dict(dtype=dtype, rngs=rngs)
         num_pyramid = num_pyramid_layers(image_size)
         features = base_features * 2**num_pyramid
         # A 1x1 input with 'VALID' (pad 3 = kernel - 1) gives 4x4, as torch's padding=0.
-        layers = [
-            ConvBNAct(
-                _conv_transpose(latent_size, features, 1, "VALID", **kw),
-                features,
-                leaky=False,
-                **kw,
-            )
-        ]
-        for _ in range(num_pyramid):
-            # Padding 2 = kernel - 1 - torch's padding 1, so each layer doubles the size.
-            conv = _conv_transpose(features, features // 2, 2, ((2, 2), (2, 2)), **kw)
-            layers.append(ConvBNAct(conv, features // 2, leaky=False, **kw))
-            features //= 2
-        layers.extend(
-            ConvBNAct(
-                _conv(features, features, 3, 1, ((1, 1), (1, 1)), **kw),
-                features,
-                leaky=True,  # anomalib's decoder extra layers use LeakyReLU too
-                **kw,
-            )
-            for _ in range(extra_layers)
+        conv = layers.conv_transpose(
+            latent_size, features, 4, strides=1, padding="VALID", **_dcgan_init, **kw
         )
-        self.layers = nnx.List(layers)
-        self.final = _conv_transpose(features, channels, 2, ((2, 2), (2, 2)), **kw)
+        blocks = [_conv_bn(conv, activation=nnx.relu, **kw)]
+        for _ in range(num_pyramid):
+            conv = _upsample(features, features // 2, **kw)
+            blocks.append(_conv_bn(conv, activation=nnx.relu, **kw))
+            features //= 2
+        blocks.extend(_extra_layer(features, **kw) for _ in range(extra_layers))
+        self.layers = nnx.List(blocks)
+        self.final = _upsample(features, channels, **kw)
 
     def __call__(self, latent: jnp.ndarray) -> jnp.ndarray:
         x = latent.reshape(latent.shape[0], 1, 1, -1)
@@ -207,17 +125,9 @@ class GanomalyGenerator(nnx.Module):
     latent_o float32[B,latent_size])``; the anomaly score is ``mean((latent_i - latent_o)**2)``.
     """
 
-    def __init__(
-        self,
-        image_size: int,
-        channels: int = 3,
-        latent_size: int = 100,
-        base_features: int = 64,
-        extra_layers: int = 0,
-        *,
-        dtype: jnp.dtype = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, image_size: int, channels: int = 3, latent_size: int = 100,
+                 base_features: int = 64, extra_layers: int = 0, *,
+                 dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         kw = dict(base_features=base_features, extra_layers=extra_layers, dtype=dtype, rngs=rngs)
         self.encoder = DCGANEncoder(image_size, channels, latent_size, **kw)
         self.decoder = DCGANDecoder(image_size, channels, latent_size, **kw)
@@ -237,25 +147,10 @@ class GanomalyDiscriminator(nnx.Module):
     float32[B, 4, 4, base_features * S / 8])``; features feed the feature-matching loss.
     """
 
-    def __init__(
-        self,
-        image_size: int,
-        channels: int = 3,
-        base_features: int = 64,
-        extra_layers: int = 0,
-        *,
-        dtype: jnp.dtype = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        self.encoder = DCGANEncoder(
-            image_size,
-            channels,
-            1,
-            base_features=base_features,
-            extra_layers=extra_layers,
-            dtype=dtype,
-            rngs=rngs,
-        )
+    def __init__(self, image_size: int, channels: int = 3, base_features: int = 64,
+                 extra_layers: int = 0, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        kw = dict(base_features=base_features, extra_layers=extra_layers, dtype=dtype, rngs=rngs)
+        self.encoder = DCGANEncoder(image_size, channels, 1, **kw)
 
     def __call__(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         features = self.encoder.features(x)

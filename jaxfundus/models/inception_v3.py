@@ -11,21 +11,18 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from jaxfundus.models.ops import BatchNorm
+from jaxfundus.models import layers
 
-# Keras conv2d_bn: BatchNormalization(scale=False) with epsilon 1e-3. Momentum 0.9 (PyTorch's)
-# instead of Keras' 0.99, so eval-mode statistics settle within short runs.
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-3
 KERAS_MIN_SIZE = 75
 
 
-class ConvBN(nnx.Module):
+class ConvBN(layers.ConvNormAct):
     """Keras ``conv2d_bn``: conv (no bias) -> BatchNorm without scale -> ReLU.
 
     ``padding`` is chosen per call ('SAME' or 'VALID') so that the network can pick the
     reductions' padding from the input size; the conv itself is always 'VALID' on an
-    explicitly padded input (XLA folds the pad into the convolution).
+    explicitly padded input (XLA folds the pad into the convolution). ``nnx.Conv``, not
+    ``ops.Conv``: the factorised 1x7/7x1 kernels are not square.
     """
 
     def __init__(
@@ -38,35 +35,28 @@ class ConvBN(nnx.Module):
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
-        self.kernel_size = kernel_size
-        self.strides = (strides, strides)
-        self.conv = nnx.Conv(
+        conv = layers.conv(
             in_features,
             out_features,
             kernel_size,
-            strides=strides,
+            layer=nnx.Conv,
+            strides=(strides, strides),
             padding="VALID",
-            use_bias=False,
-            kernel_init=nnx.initializers.glorot_uniform(),  # Keras' default
+            kernel_init=layers.KERAS_KERNEL_INIT,
             dtype=dtype,
-            param_dtype=jnp.float32,
             rngs=rngs,
         )
-        self.norm = BatchNorm(
-            out_features,
-            momentum=BN_MOMENTUM,
-            epsilon=BN_EPSILON,
-            use_scale=False,
-            dtype=dtype,
-            param_dtype=jnp.float32,
-            rngs=rngs,
+        norm = layers.batch_norm(
+            out_features, epsilon=layers.KERAS_BN_EPSILON, use_scale=False, dtype=dtype, rngs=rngs
         )
+        super().__init__(conv, norm, nnx.relu)
 
     def __call__(self, x: jnp.ndarray, padding: str = "SAME") -> jnp.ndarray:
-        if padding == "SAME" and self.kernel_size != (1, 1):
-            pads = lax.padtype_to_pads(x.shape[1:3], self.kernel_size, self.strides, "SAME")
+        kernel_size, strides = self.conv.kernel_size, self.conv.strides
+        if padding == "SAME" and kernel_size != (1, 1):
+            pads = lax.padtype_to_pads(x.shape[1:3], kernel_size, strides, "SAME")
             x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-        return nnx.relu(self.norm(self.conv(x)))
+        return super().__call__(x)
 
 
 def _avg_pool_same(x: jnp.ndarray) -> jnp.ndarray:
@@ -228,12 +218,13 @@ class InceptionE(nnx.Module):
         return jnp.concatenate(branches, axis=-1)
 
 
-class InceptionV3(nnx.Module):
+class InceptionV3(layers.Classifier):
     """Keras InceptionV3 body (21.8M parameters) -> global average pool -> dense logits.
 
     Input: float32[B, H, W, in_channels]; Keras-exact for min(H, W) >= 75, 'same'-padded
     reductions below (see module docstring). Output: float32[B, num_outputs] logits,
-    whatever the compute ``dtype``.
+    whatever the compute ``dtype``. ``features``: mixed10's output [B, h, w, 2048] in the
+    compute ``dtype`` (8x8 at 299 px).
     """
 
     def __init__(
@@ -257,17 +248,9 @@ class InceptionV3(nnx.Module):
         self.mixed8 = ReductionB(768, **kw)
         self.mixed9 = InceptionE(1280, **kw)
         self.mixed10 = InceptionE(2048, **kw)
-        # The head runs in float32: logits feed the loss, and it is tiny.
-        self.head = nnx.Linear(
-            2048,
-            num_outputs,
-            kernel_init=nnx.initializers.glorot_uniform(),
-            dtype=jnp.float32,
-            param_dtype=jnp.float32,
-            rngs=rngs,
-        )
+        self.head = layers.logits_head(2048, num_outputs, rngs=rngs)
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def features(self, x: jnp.ndarray) -> jnp.ndarray:
         padding = "VALID" if min(x.shape[1:3]) >= KERAS_MIN_SIZE else "SAME"
         x = self.stem(x, padding)
         for block in (self.mixed0, self.mixed1, self.mixed2):
@@ -276,5 +259,4 @@ class InceptionV3(nnx.Module):
         for block in (self.mixed4, self.mixed5, self.mixed6, self.mixed7):
             x = block(x)
         x = self.mixed8(x, padding)
-        x = self.mixed10(self.mixed9(x))
-        return self.head(jnp.mean(x, axis=(1, 2), dtype=jnp.float32))
+        return self.mixed10(self.mixed9(x))

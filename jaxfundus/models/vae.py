@@ -1,17 +1,13 @@
 """Convolutional variational autoencoder for reconstruction-based anomaly scores."""
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxfundus.models.ganomaly import check_image_size
-from jaxfundus.models.ops import BatchNorm, Conv, ConvTranspose
-
-# torch's BatchNorm2d defaults (momentum 0.1 there = 0.9 in nnx).
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
+from jaxfundus.models import layers
 
 
 class GaussianSample(nnx.Module):
@@ -39,70 +35,10 @@ class GaussianSample(nnx.Module):
             self.deterministic = deterministic
 
 
-def _batch_norm(features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> BatchNorm:
-    return BatchNorm(
-        features,
-        momentum=BN_MOMENTUM,
-        epsilon=BN_EPSILON,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        rngs=rngs,
-    )
-
-
-class DownBlock(nnx.Module):
-    """Conv 4x4/2 (no bias) -> BN -> LeakyReLU(0.2): [B,S,S,Cin] -> [B,S/2,S/2,Cout]."""
-
-    def __init__(self, in_features: int, out_features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.conv = Conv(
-            in_features,
-            out_features,
-            (4, 4),
-            strides=2,
-            padding=((1, 1), (1, 1)),
-            use_bias=False,
-            dtype=dtype,
-            param_dtype=jnp.float32,
-            rngs=rngs,
-        )
-        self.norm = _batch_norm(out_features, dtype=dtype, rngs=rngs)
-
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return nnx.leaky_relu(self.norm(self.conv(x)), 0.2)
-
-
-def _up_conv(
-    in_features: int, out_features: int, *, use_bias: bool, dtype: jnp.dtype, rngs: nnx.Rngs
-) -> ConvTranspose:
-    # Padding 2 on the dilated input = torch's ConvTranspose2d(4, 2, padding=1): doubles S.
-    return ConvTranspose(
-        in_features,
-        out_features,
-        (4, 4),
-        strides=2,
-        padding=((2, 2), (2, 2)),
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        rngs=rngs,
-    )
-
-
-class UpBlock(nnx.Module):
-    """ConvTranspose 4x4/2 (no bias) -> BN -> ReLU: [B,S,S,Cin] -> [B,2S,2S,Cout]."""
-
-    def __init__(self, in_features: int, out_features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.conv = _up_conv(in_features, out_features, use_bias=False, dtype=dtype, rngs=rngs)
-        self.norm = _batch_norm(out_features, dtype=dtype, rngs=rngs)
-
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return nnx.relu(self.norm(self.conv(x)))
-
-
 class ConvVAE(nnx.Module):
     """Conv encoder -> (mu, logvar) -> sampled z -> conv-transpose decoder.
 
-    Encoder: stride-2 DownBlocks from S down to 4x4, channels ``base_features`` doubling
+    Encoder: stride-2 conv blocks from S down to 4x4, channels ``base_features`` doubling
     up to ``max_features``, then dense layers to mu and logvar. Decoder mirrors it and ends
     in tanh, so inputs should be scaled to [-1, 1].
 
@@ -123,25 +59,28 @@ class ConvVAE(nnx.Module):
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        check_image_size(image_size, 8)
+        layers.check_image_size(image_size, 8)
         kw = dict(dtype=dtype, rngs=rngs)
         num_down = int(math.log2(image_size)) - 2
         widths = [min(base_features * 2**i, max_features) for i in range(num_down)]
+        # torch's BatchNorm2d epsilon; conv 4x4/2 -> BN -> LeakyReLU(0.2) halves S, and
+        # conv-transpose 4x4/2 -> BN -> ReLU doubles it.
+        conv_bn = functools.partial(layers.conv_bn, epsilon=layers.TORCH_BN_EPSILON, **kw)
         self.encoder = nnx.List(
-            DownBlock(cin, cout, **kw)
+            conv_bn(layers.downsample_conv(cin, cout, **kw), activation=layers.leaky_relu)
             for cin, cout in zip([channels, *widths[:-1]], widths, strict=True)
         )
         flat_features = 4 * 4 * widths[-1]
         # mu/logvar in float32: exp(logvar) and the KL term are precision sensitive.
-        self.to_mu = nnx.Linear(flat_features, latent_dim, dtype=jnp.float32, rngs=rngs)
-        self.to_logvar = nnx.Linear(flat_features, latent_dim, dtype=jnp.float32, rngs=rngs)
+        self.to_mu = layers.dense(flat_features, latent_dim, dtype=jnp.float32, rngs=rngs)
+        self.to_logvar = layers.dense(flat_features, latent_dim, dtype=jnp.float32, rngs=rngs)
         self.sample = GaussianSample(rngs=rngs)
-        self.from_latent = nnx.Linear(latent_dim, flat_features, param_dtype=jnp.float32, **kw)
+        self.from_latent = layers.dense(latent_dim, flat_features, **kw)
         self.decoder = nnx.List(
-            UpBlock(cin, cout, **kw)
+            conv_bn(layers.upsample_conv(cin, cout, **kw), activation=nnx.relu)
             for cin, cout in zip(widths[:0:-1], widths[-2::-1], strict=True)
         )
-        self.to_image = _up_conv(widths[0], channels, use_bias=True, **kw)
+        self.to_image = layers.upsample_conv(widths[0], channels, use_bias=True, **kw)
         self.bottleneck_shape = (4, 4, widths[-1])
 
     def encode(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:

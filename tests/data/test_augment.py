@@ -76,3 +76,23 @@ def test_prepare_batch_normalises_and_augments_only_with_a_seed():
     augmented = prepare_batch(batch, "tanh", augment_seed=0)
     assert augmented["image"].dtype == jnp.float32
     assert not np.allclose(np.asarray(augmented["image"]), np.asarray(plain["image"]))
+
+
+def test_prepare_batch_moves_extra_images_and_masks_with_the_image():
+    images = _images(2)
+    mask = np.zeros((2, 32, 32), bool)
+    mask[:, 3:9, 20:28] = True
+    marked = images.copy()
+    marked[mask] = 255
+    batch = {"image": jnp.asarray(images), "anomaly_image": jnp.asarray(marked),
+             "anomaly_mask": jnp.asarray(mask),
+             "example_id": jnp.asarray([[0, 3], [1, 7]], jnp.int32)}
+    out = prepare_batch(batch, "tanh", augment_seed=5)
+    image, anomaly, moved = (np.asarray(out[k]) for k in ("image", "anomaly_image",
+                                                           "anomaly_mask"))
+    assert moved.dtype == bool and moved.any()
+    # Outside the moved mask both pictures got the same transform.
+    outside = ~moved & (np.abs(image - anomaly).max(-1) < 10)
+    assert outside.sum() / (~moved).sum() > 0.9
+    # Inside it the anomaly is brighter than the image (it was painted white).
+    assert (anomaly[moved] - image[moved]).mean() > 0.3

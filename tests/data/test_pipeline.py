@@ -103,3 +103,31 @@ def test_worker_processes_give_identical_batches():
     workers = [b["image"] for b in train_batches(_source(), np.arange(40), np.zeros(40),
                                                  workers=2, **kwargs)]
     assert all(np.array_equal(a, b) for a, b in zip(inline, workers, strict=True))
+
+
+def _mark_corner(image, rng):
+    """A host transform: a copy of the image with a random-valued corner, and its mask."""
+    marked = image.copy()
+    marked[:2, :2] = rng.integers(0, 256)
+    mask = np.zeros(image.shape[:2], bool)
+    mask[:2, :2] = True
+    return {"anomaly_image": marked, "anomaly_mask": mask}
+
+
+def test_a_host_transform_adds_fields_seeded_by_position():
+    def batches(seed):
+        return list(train_batches(_source(), np.arange(40), np.zeros(40), image_size=16,
+                                  global_batch=8, epochs=2, seed=seed, transform=_mark_corner))
+
+    first, again, other = batches(0), batches(0), batches(1)
+    batch = first[0]
+    assert batch["anomaly_image"].shape == (8, 16, 16, 3) and batch["anomaly_mask"].shape == (
+        8, 16, 16)
+    assert np.array_equal(batch["anomaly_image"][:, 2:], batch["image"][:, 2:])
+    assert all(np.array_equal(a["anomaly_image"], b["anomaly_image"])
+               for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a["anomaly_image"], b["anomaly_image"])
+                   for a, b in zip(first, other, strict=True))
+    # eval batches never get it
+    assert "anomaly_image" not in next(iter(eval_batches(_source(), np.arange(8), np.zeros(8),
+                                                         image_size=16, global_batch=8)))

@@ -4,7 +4,7 @@ import pytest
 
 from jaxfundus.config import load_task
 from jaxfundus.data.labels import DISEASES
-from jaxfundus.data.selection import select_examples
+from jaxfundus.data.selection import select_multi_label, select_single_label
 from jaxfundus.data.splits import assign_splits
 
 
@@ -66,7 +66,7 @@ def test_single_label_rule_counts_what_it_drops():
             + [_row(f"2{i:04d}", "DR", "DM") for i in range(10)]
             + [_row(f"3{i:04d}", "Gla", "DR") for i in range(3)]
             + [_row(f"4{i:04d}", "AMD") for i in range(4)])
-    examples = select_examples(_index(rows), load_task("three-class"), seed=0)
+    examples = select_single_label(_index(rows), load_task("three-class"), seed=0)
     assert examples.classes == ("normal", "Gla", "DR")
     assert np.bincount(examples.frame["label"]).tolist() == [10, 10, 10]  # DR+DM counts as DR
     assert examples.dropped == {"no task class": 4, "more than one task class": 3}
@@ -74,7 +74,7 @@ def test_single_label_rule_counts_what_it_drops():
 
 def test_normals_sampled_to_match_the_disease():
     rows = [_row(f"{i:05d}") for i in range(50)] + [_row(f"9{i:04d}", "MH") for i in range(12)]
-    examples = select_examples(_index(rows), load_task("normal-vs-mh"), seed=0)
+    examples = select_single_label(_index(rows), load_task("normal-vs-mh"), seed=0)
     assert np.bincount(examples.frame["label"]).tolist() == [12, 12]
     assert examples.dropped["normals not sampled"] == 38
 
@@ -82,7 +82,7 @@ def test_normals_sampled_to_match_the_disease():
 def test_multi_label_keeps_co_occurring_diseases():
     rows = ([_row(f"{i:05d}") for i in range(5)]
             + [_row(f"1{i:04d}", *DISEASES) for i in range(10)])
-    examples = select_examples(_index(rows), load_task("ten-class"), seed=0)
+    examples = select_multi_label(_index(rows), load_task("ten-class"), seed=0)
     assert examples.label_columns == [f"label_{d}" for d in DISEASES]
     assert examples.frame[examples.label_columns].to_numpy().sum() == 90
 
@@ -92,7 +92,7 @@ def test_too_few_images_fails_naming_the_class():
 
     rows = [_row(f"{i:05d}", "RVO") for i in range(20)]
     with pytest.raises(ConfigError, match="class 'AMD'.* has 0"):
-        select_examples(_index(rows), load_task("five-rare"), seed=0)
+        select_single_label(_index(rows), load_task("five-rare"), seed=0)
 
 
 def _anomaly_data(seed=0):

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+import skimage.data
 from PIL import Image
 
 from jaxfundus import commands
+from jaxfundus.data.pipeline import normalize
+from jaxfundus.evaluate.calibration import TemperatureScaling
+from jaxfundus.predict import Predictor
+from jaxfundus.report import write_report
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
+    """three-class (4 folds), simple CNN, calibrated with a validation temperature."""
     workdir = tmp_path_factory.mktemp("runs")
     commands.train(task="three-class", model="simple-cnn", preset="smoke", epochs=1,
-                   data_dir=str(tiny_data.data_dir), workdir=str(workdir), log=lambda _: None)
+                   calibrate=True, data_dir=str(tiny_data.data_dir), workdir=str(workdir),
+                   log=lambda _: None)
     return workdir
 
 
@@ -84,3 +93,59 @@ def test_unknown_task_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: unknown task 'nine-class'")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_predict_explain_writes_an_overlay_the_size_of_the_photograph(trained, tmp_path):
+    photo = tmp_path / "retina.png"
+    Image.fromarray(skimage.data.retina()).save(photo)  # a real colour fundus photograph
+    out = tmp_path / "maps"
+    result = _invoke("predict", "--task=three-class", "--model=simple-cnn", f"--image={photo}",
+                     "--explain", f"--out={out}", "--json", workdir=trained)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert list(record["saliency_maps"]) == [record["prediction"]]
+    written = Path(record["saliency_maps"][record["prediction"]])
+    assert written == out / f"retina_gradcam_{record['prediction']}.png"
+    with Image.open(written) as image:
+        assert image.format == "PNG" and image.size == (1411, 1411)
+        shown = np.asarray(image.convert("RGB"), dtype=np.int16)
+    original = np.asarray(Image.open(photo).convert("RGB"), dtype=np.int16)
+    changed = np.abs(shown - original).max(axis=2) > 8
+    assert 0.01 < changed.mean() < 1.0  # the map covers part of the photograph, not all
+
+
+def test_calibrated_run_predicts_with_each_folds_validation_temperature(trained, tmp_path):
+    predictor = Predictor(trained, "three-class", "simple-cnn")
+    photo = _square_photo(tmp_path / "square.jpg")
+    images = normalize(predictor.preprocess(photo)[None], predictor.method.normalization)
+    batch = {"image": images, "mask": np.ones(1, bool)}
+    calibrated = []
+    for state, fold in zip(predictor.states, predictor.folds, strict=True):
+        calibration = fold.metrics["calibration"]
+        assert calibration["fitted_on"] == "validation"
+        assert fold.metrics["ece"] == pytest.approx(calibration["ece_after"])
+        logits = np.asarray(jax.jit(predictor.method.eval_step)(state, batch)["logits"])
+        calibrated.append(TemperatureScaling.from_dict(calibration).probs(logits)[0])
+    prediction = predictor.predict(photo)
+    np.testing.assert_allclose(list(prediction.probabilities.values()),
+                               np.mean(calibrated, axis=0), atol=1e-5)
+    assert {fold.metrics["calibration"]["temperature"] for fold in predictor.folds} != {1.0}
+
+
+def test_training_draws_saliency_grids_and_measures_them_against_lesion_masks(trained, tmp_path):
+    workdir = tmp_path / "runs"
+    shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns("checkpoints"))
+    run = workdir / "three-class" / "simple-cnn"
+    for fold in range(4):
+        with Image.open(run / f"fold-{fold}" / "saliency.png") as grid:
+            assert grid.width > 300 and grid.height > 300
+        metrics = json.loads((run / f"fold-{fold}" / "metrics.json").read_text())
+        auroc, counts = metrics["saliency_pixel_auroc"], metrics["n_saliency_images"]
+        assert set(auroc) == {"normal", "Gla", "DR"}
+        assert auroc["normal"] is None  # normal images have no lesion pixels
+        for disease in ("Gla", "DR"):
+            assert counts[disease] > 0 and 0.0 <= auroc[disease] <= 1.0
+    page = write_report(workdir).read_text()
+    section = page.split('<section id="saliency">', 1)[1].split("</section>", 1)[0]
+    assert "three-class / simple-cnn, fold-0: test images and their Grad-CAM maps" in section
+    assert section.count("<img") == 1 and "three-class / simple-cnn</td><td>DR" in section

@@ -8,11 +8,12 @@ import pytest
 from flax import nnx
 
 from jaxfundus.models.registry import CLASSIFIERS, MODEL_NAMES, build_classifier
+from jaxfundus.models.resnet import resnet18
 from jaxfundus.models.simple_cnn import SimpleCNN
 
 # Keras' include_top=False trainable counts; ResNet50 minus its 26,560 conv biases.
 BACKBONE_PARAMS = {"resnet50": 23_534_592 - 26_560, "inception-v3": 21_768_352}
-BACKBONE_WIDTH = {"resnet18": 512, "resnet50": 2048, "inception-v3": 2048}
+BACKBONE_WIDTH = {"simple-cnn": 128, "resnet18": 512, "resnet50": 2048, "inception-v3": 2048}
 
 
 def count(tree) -> int:
@@ -76,6 +77,11 @@ def test_bfloat16_forward_shape_and_parameter_count(name):
     model = nnx.eval_shape(lambda: build_classifier(name, 3, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
     out = abstract_forward(model, (2, 32, 32, 3))
     assert (out.shape, out.dtype) == ((2, 3), jnp.float32)
+    graphdef, state = nnx.split(model)
+    images = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    features = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s).features(x), state, images)
+    assert features.ndim == 4 and features.shape[::3] == (2, BACKBONE_WIDTH[name])
+    assert features.dtype == jnp.bfloat16  # the compute dtype; classify pools in float32
     params = nnx.state(model, nnx.Param)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
     if name in BACKBONE_PARAMS:
@@ -87,12 +93,52 @@ def test_inception_stem_keeps_keras_sizes_from_75_px():
     graphdef, state = nnx.split(model)
 
     def stem(state, x):
-        padding = "VALID" if x.shape[1] >= 75 else "SAME"  # as InceptionV3.__call__
+        padding = "VALID" if x.shape[1] >= 75 else "SAME"  # as InceptionV3.features
         return nnx.merge(graphdef, state, copy=True).stem(x, padding)
 
     for size, expected in [(299, 35), (75, 7), (32, 4)]:
         images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
         assert jax.eval_shape(stem, state, images).shape == (1, expected, expected, 192)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=[pytest.mark.slow] if name in BACKBONE_PARAMS else [])
+        for name in sorted(CLASSIFIERS)
+    ],
+)
+def test_forward_pass_is_classify_of_features(name):
+    """Grad-CAM and weight conversion cut the model at features/classify: the cut must lose
+    nothing, in train mode too (BatchNorm statistics and dropout's rng advance the same)."""
+    model = nnx.jit(lambda: build_classifier(name, 3, rngs=rngs()))()
+    model.train()
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def both_ways(state, images):
+        whole = nnx.merge(graphdef, state, copy=True)
+        split = nnx.merge(graphdef, state, copy=True)
+        features = split.features(images)
+        logits = split.classify(features)
+        updated = nnx.Not(nnx.RngKey)  # the rest: parameters, BatchNorm statistics, rng counts
+        return whole(images), nnx.state(whole, updated), logits, nnx.state(split, updated), features
+
+    images, _ = tiny_batch(32, batch=4)
+    whole_logits, whole_state, logits, split_state, features = both_ways(state, images)
+    assert features.shape[::3] == (4, BACKBONE_WIDTH[name]) and features.ndim == 4
+    assert (logits.shape, logits.dtype) == ((4, 3), jnp.float32)
+    np.testing.assert_array_equal(whole_logits, logits)
+    jax.tree.map(np.testing.assert_array_equal, whole_state, split_state)
+    # The train step above changed the state, so the equality covered real updates.
+    before = nnx.state(model, nnx.Not(nnx.RngKey))
+    assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, before, whole_state)))
+
+
+def test_resnet_variant_takes_in_channels():
+    model = nnx.eval_shape(lambda: resnet18(2, rngs=nnx.Rngs(0), in_channels=1))
+    assert model.stem.conv.kernel.shape == (7, 7, 1, 64)
+    assert abstract_forward(model, (2, 32, 32, 1)).shape == (2, 2)
 
 
 def test_bfloat16_batchnorm_modes_on_non_square_images():

@@ -62,6 +62,19 @@ def test_image_size_must_be_a_power_of_two(size):
             ConvVAE(size, rngs=nnx.Rngs(0))
 
 
+def test_models_built_apart_share_one_graph():
+    # Trainers build models again (restore, evaluation); jitted steps keyed on the graph must
+    # not recompile, so layer settings such as activations must compare equal across builds.
+    builds = [
+        lambda: GanomalyGenerator(16, extra_layers=1, rngs=nnx.Rngs(0)),
+        lambda: GanomalyDiscriminator(16, rngs=nnx.Rngs(0)),
+        lambda: ConvVAE(16, latent_dim=8, base_features=8, rngs=nnx.Rngs(0)),
+    ]
+    for build in builds:
+        first, second = (nnx.split(nnx.eval_shape(build))[0] for _ in range(2))
+        assert first == second and hash(first) == hash(second)
+
+
 def test_ganomaly_dcgan_init_statistics():
     generator = nnx.jit(lambda: GanomalyGenerator(16, rngs=rngs()))()
     params = nnx.to_flat_state(nnx.state(generator, nnx.Param))

@@ -179,3 +179,36 @@ def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], title: str) -> 
     figure.colorbar(image, ax=ax, fraction=0.046, label="fraction of row")
     ax.set_title(title, fontsize=9)
     return _png(figure)
+
+
+def reliability_diagram(diagrams: Mapping[str, Mapping[str, Sequence]], title: str) -> bytes:
+    """Accuracy against mean confidence per confidence bin, one series per entry (e.g. the
+    model's probabilities and, with temperature scaling, those before it), each point's area
+    growing with its bin's count; the diagonal is perfect calibration.
+
+    diagrams: label -> {"confidence": [...], "accuracy": [...], "count": [...]} per bin, None or
+    NaN for an empty bin (metrics.json's `reliability`).
+    """
+    figure = _figure(3.5, 3.7)
+    ax = figure.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1,
+            label="perfectly calibrated")
+    for i, (label, diagram) in enumerate(diagrams.items()):
+        confidence = np.array(diagram["confidence"], dtype=np.float64)
+        accuracy = np.array(diagram["accuracy"], dtype=np.float64)
+        count = np.asarray(diagram["count"], dtype=np.float64)
+        filled = count > 0
+        sizes = 8 + 120 * count[filled] / max(count.sum(), 1)
+        ax.plot(confidence[filled], accuracy[filled], color=COLORS[i % len(COLORS)],
+                linewidth=1.2, label=label)
+        ax.scatter(confidence[filled], accuracy[filled], s=sizes, color=COLORS[i % len(COLORS)],
+                   alpha=0.7)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("mean confidence (top class)")
+    ax.set_ylabel("accuracy (fraction correct)")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    return _png(figure)
