@@ -36,7 +36,7 @@ COMPILE_STAGES = {"/jax/core/compile/jaxpr_trace_duration": "trace",
 # The program a compilation belongs to, named by the phase that triggered it.
 PROGRAM_OF_PHASE = {"method + model graph": "model graph", "init state": "init",
                     "train steps": "train step", "validation": "eval step",
-                    "test scoring": "eval step"}
+                    "test scoring": "test scoring (Grad-CAM)"}
 
 
 def cpu_seconds() -> float:
