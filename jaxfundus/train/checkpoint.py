@@ -39,10 +39,11 @@ class RunCheckpoints:
         ])
         # `best_fn` makes Orbax write each step's metrics to disk, so the best checkpoint is
         # still known (and kept) after a resume; the policy above decides what is kept.
-        # Saves are synchronous: a failed write (a full disk) then fails the save that caused
-        # it, on this thread, instead of surfacing later from a background thread.
+        # Saves write in the background while the next epoch trains; each save first waits
+        # for the one before and checks the free space, so a full disk stops the run cleanly
+        # at a save instead of failing inside a background write.
         options = ocp.CheckpointManagerOptions(preservation_policy=keep, best_fn=_rank,
-                                               enable_async_checkpointing=False, create=True)
+                                               create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -138,6 +139,7 @@ class RunCheckpoints:
     def _check_free_space(self, step: int, state) -> None:
         """CheckpointError before writing when the disk cannot hold another checkpoint: Orbax
         writes the new one next to the old ones, so a full disk is found before it fails."""
+        self.wait()  # the previous save's bytes are on disk (or its failure is reported)
         newest = self.latest_step()
         on_disk = _directory_bytes(self.directory / str(newest)) if newest is not None else 0
         needed = int(max(on_disk, _tree_bytes(state)) * 1.1) + 2**18  # + metadata files

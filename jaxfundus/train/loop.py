@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxfundus.config import RunConfig
+from jaxfundus.config import RunConfig, input_workers
 from jaxfundus.data.augment import prepare_batch
 from jaxfundus.data.pipeline import eval_batches, steps_per_epoch, train_batches
 from jaxfundus.runs import CHECKPOINTS, TENSORBOARD, write_history
@@ -139,7 +139,7 @@ class Trainer:
             train.source, train.indices, train.targets, image_size=config.image_size,
             global_batch=config.batch_size, epochs=config.epochs, seed=config.seed,
             weights=self.method.example_weights(train.targets),
-            transform=self.method.example_transform, workers=config.workers,
+            transform=self.method.example_transform, workers=input_workers(config.workers),
             process_index=parallel.process_index, process_count=parallel.process_count)
         checkpoints = RunCheckpoints(run_dir / CHECKPOINTS)
         loop, resumed_from = LoopState(), None
@@ -199,7 +199,7 @@ class Trainer:
         chunks: list[dict[str, np.ndarray]] = []
         for batch in eval_batches(data.source, data.indices, data.targets,
                                   image_size=config.image_size, global_batch=config.batch_size,
-                                  workers=config.workers,
+                                  workers=input_workers(config.workers),
                                   process_index=parallel.process_index,
                                   process_count=parallel.process_count):
             device_batch = parallel.put_batch(_device_fields(batch))

@@ -60,19 +60,33 @@ def interrupted(tiny_data, tmp_path_factory) -> Path:
     mid-epoch one on disk, no metrics.json. Tests copy it before changing anything."""
     workdir = tmp_path_factory.mktemp("interrupted")
     process = subprocess.Popen(
-        _train_command(tiny_data.data_dir, workdir, "epochs=2", "checkpoint_every_steps=2"),
+        _train_command(tiny_data.data_dir, workdir, *INTERRUPTED_SETTINGS),
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fold, deadline = _fold(workdir), time.monotonic() + 300
     try:
-        while not ((fold / runs.HISTORY).exists() and len(_steps(fold)) >= 2):
+        # Kill once the first epoch's checkpoint and the first mid-epoch one after it are
+        # saved; the save that would replace the latter is 4 steps away.
+        while not _epoch_and_mid_epoch_saved(fold):
             assert process.poll() is None, "training ended before it could be interrupted"
             assert time.monotonic() < deadline
-            time.sleep(0.1)
+            time.sleep(0.02)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert not (fold / runs.METRICS).exists()
     return workdir
+
+
+INTERRUPTED_SETTINGS = ("epochs=2", "checkpoint_every_steps=4")
+
+
+def _epoch_and_mid_epoch_saved(fold: Path) -> bool:
+    split = runs.Fold(0, fold, None, None).split() if (fold / runs.SPLIT).exists() else None
+    if split is None:
+        return False
+    epoch_end = int((split["split"] == "train").sum()) // 16  # the smoke preset's batch
+    steps = _steps(fold)
+    return epoch_end in steps and any(step > epoch_end for step in steps)
 
 
 def _copy(workdir: Path, tmp_path: Path) -> Path:
@@ -87,9 +101,8 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes(tiny_data, i
     fold = _fold(workdir)
     older, newest = _steps(fold)[-2:]
     _damage(fold / runs.CHECKPOINTS / str(newest))
-    result = _run(_train_command(tiny_data.data_dir, workdir, "epochs=2",
-                                 "checkpoint_every_steps=2"))
-    assert result.returncode == 0, (older, newest, result.stdout, result.stderr)
+    result = _run(_train_command(tiny_data.data_dir, workdir, *INTERRUPTED_SETTINGS))
+    assert result.returncode == 0, result.stderr
     assert f"the checkpoint at step {newest} in" in result.stdout and "unreadable" in result.stdout
     assert f"resuming from checkpoint at step {older}" in result.stdout
     aside = fold / "checkpoints-damaged" / f"step-{newest}"
@@ -103,8 +116,7 @@ def test_no_readable_checkpoint_is_a_one_line_error(tiny_data, interrupted, tmp_
     fold = _fold(workdir)
     for step in _steps(fold):
         _damage(fold / runs.CHECKPOINTS / str(step))
-    result = _run(_train_command(tiny_data.data_dir, workdir, "epochs=2",
-                                 "checkpoint_every_steps=2"))
+    result = _run(_train_command(tiny_data.data_dir, workdir, *INTERRUPTED_SETTINGS))
     line = _one_line_error(result)
     assert line.startswith(f"error: no checkpoint in {fold / runs.CHECKPOINTS} restores")
     assert "--retrain" in line
