@@ -310,15 +310,15 @@ def check_config(config: RunConfig) -> RunConfig:
 
 
 def _experiments() -> Traversable:
-    """The task matrix: package data when installed, else the checkout's top-level folder."""
-    if importlib.util.find_spec("jaxfundus.experiments") is not None:
-        return importlib.resources.files("jaxfundus.experiments")
-    # Run from a checkout that is on sys.path but not installed (pyproject maps the same folder).
+    """The task matrix: the checkout's top-level folder when running from a source checkout
+    (the package's own copy of it), else the installed jaxfundus.experiments package data."""
     checkout = Path(__file__).resolve().parent.parent / "experiments"
-    if not checkout.is_dir():
+    if (checkout / "presets.toml").is_file():
+        return checkout
+    if importlib.util.find_spec("jaxfundus.experiments") is None:
         raise ConfigError(f"the task matrix is missing: neither the jaxfundus.experiments "
                           f"package nor {checkout} exists (reinstall jaxfundus)")
-    return checkout
+    return importlib.resources.files("jaxfundus.experiments")
 
 
 def _presets() -> dict[str, Any]:
