@@ -76,3 +76,12 @@ def test_an_installed_copy_resolves_a_task_outside_the_repository(wheel, tmp_pat
     assert {"five-rare", "binary", "ganomaly", "vae"} <= set(result["tasks"])
     assert result["config"]["task"] == "five-rare" and result["config"]["model"] == "resnet50"
     assert result["config"]["image_size"] == 64  # the cpu preset, read from the installed TOML
+
+
+def test_no_test_folder_shadows_a_shipped_package():
+    """pytest puts tests/ on sys.path (its conftest); a test folder named like a shipped package
+    becomes a namespace package that hides the editable install's copy when pytest runs without
+    the checkout on sys.path, as CI's bare `pytest` does."""
+    shipped = {p.parent.name for p in REPO.glob("*/__init__.py")}
+    assert {"jaxfundus", "tfds_builder"} <= shipped
+    assert {p.name for p in (REPO / "tests").iterdir() if p.is_dir()} & shipped == set()
