@@ -1,18 +1,47 @@
-"""Shared fixtures: one tiny synthetic TOP dataset, generated and built by the real code."""
+"""Shared fixtures: one tiny synthetic TOP dataset, generated and built by the real code.
+
+The suite runs on the CPU backend whatever is installed: expected device strings and bit-exact
+resumes are CPU facts, and subprocesses inherit the same environment.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from jaxfundus.host_memory import retain_freed_memory
 
+# Before anything imports jax (jax reads these once, at import): the CPU backend, one host
+# device unless a test asks for more, and no compilation cache chosen by the user's environment
+# (tests get a private one under their own XDG_CACHE_HOME, see _private_cache).
+os.environ["JAX_PLATFORMS"] = "cpu"
+for _name in ("JAX_COMPILATION_CACHE_DIR", "JAXFUNDUS_COMPILATION_CACHE"):
+    os.environ.pop(_name, None)
+if "XLA_FLAGS" in os.environ:
+    os.environ["XLA_FLAGS"] = " ".join(
+        flag for flag in os.environ["XLA_FLAGS"].split()
+        if not flag.startswith("--xla_force_host_platform_device_count"))
+
 # pytest is an entry point too: tune the allocator as tasks.py does, before any test imports jax.
 retain_freed_memory()
 
 TINY_IMAGE_SIZE = 32
+# Tests that train, in files other work is changing now: marked slow here until their files
+# carry the mark themselves (node-id prefixes).
+SLOW_ELSEWHERE = (
+    "tests/train/test_anomaly.py::",
+    "tests/models/test_draem.py::test_training_steps_lower_the_loss_deterministically",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(SLOW_ELSEWHERE):
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,3 +70,53 @@ def _private_cache(tmp_path_factory):
     mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
     yield
     mp.undo()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A finished run in `workdir`: one task x model (holdout: fold 0), trained by
+    `commands.train` with `settings` on `data_dir`."""
+
+    workdir: Path
+    data_dir: Path
+    task: str
+    model: str
+    settings: dict
+
+    @property
+    def fold(self) -> Path:
+        from jaxfundus import runs
+
+        return runs.fold_directory(self.workdir, self.task, self.model, 0)
+
+    @property
+    def epochs(self) -> int:
+        return self.settings["epochs"]
+
+    @property
+    def patience(self) -> int:
+        return self.settings["patience"]
+
+    def train(self, log=lambda _: None, **extra) -> list[dict]:
+        """`commands.train` of this run with its settings (and `extra`, e.g. retrain=True)."""
+        from jaxfundus import commands
+
+        return commands.train(task=self.task, model=self.model, data_dir=str(self.data_dir),
+                              workdir=str(self.workdir), log=log, **self.settings, **extra)
+
+    def copy_to(self, directory: Path) -> TrainedRun:
+        """The same run in a copy of its workdir under `directory`, for a test to change."""
+        shutil.copytree(self.workdir, directory / "runs")
+        return dataclasses.replace(self, workdir=directory / "runs")
+
+
+@pytest.fixture(scope="session")
+def early_stopped_run(tiny_data, tmp_path_factory) -> TrainedRun:
+    """binary / simple-cnn for up to 8 epochs with patience 2, at a learning rate at which the
+    validation score peaks early: training stops before epoch 8 and the best checkpoint is not
+    the latest. Read-only: tests change a `copy_to` copy."""
+    run = TrainedRun(tmp_path_factory.mktemp("early-stopped"), tiny_data.data_dir, "binary",
+                     "simple-cnn", {"preset": "smoke", "epochs": 8, "patience": 2,
+                                    "learning_rate": 3e-3})
+    run.train()
+    return run

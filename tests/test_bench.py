@@ -6,9 +6,12 @@ measured table.
 
 import math
 
+import pytest
+
 from jaxfundus import bench
 
 
+@pytest.mark.slow
 def test_bench_train_step_reports_figures():
     result = bench.bench_train_step("resnet18", 32, 2, steps=1, warmup=1, peak_matmul_size=256)
     assert result["img_per_s"] > 0

@@ -48,6 +48,7 @@ def _square_photo(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_predict_json_on_a_real_format_jpeg(trained, tmp_path):
     photo = _square_photo(tmp_path / "square.jpg")
     result = _invoke("predict", "--task=three-class", "--model=simple-cnn", f"--image={photo}",
@@ -60,6 +61,7 @@ def test_predict_json_on_a_real_format_jpeg(trained, tmp_path):
     assert record["prediction"] in record["probabilities"]
 
 
+@pytest.mark.slow
 def test_predict_bad_inputs_get_one_line_errors(trained, tmp_path):
     missing = _invoke("predict", "--task=three-class", "--model=simple-cnn",
                       f"--image={tmp_path / 'nope.jpg'}", workdir=trained)
@@ -77,6 +79,7 @@ def test_predict_bad_inputs_get_one_line_errors(trained, tmp_path):
         str(folder / "good.jpg")]
 
 
+@pytest.mark.slow
 def test_eval_rewrites_metrics_from_the_best_checkpoint(trained):
     metrics_path = trained / "three-class" / "simple-cnn" / "fold-0" / "metrics.json"
     before = json.loads(metrics_path.read_text())
@@ -95,6 +98,7 @@ def test_unknown_task_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_predict_explain_writes_an_overlay_the_size_of_the_photograph(trained, tmp_path):
     photo = tmp_path / "retina.png"
     Image.fromarray(skimage.data.retina()).save(photo)  # a real colour fundus photograph
@@ -114,6 +118,7 @@ def test_predict_explain_writes_an_overlay_the_size_of_the_photograph(trained, t
     assert 0.01 < changed.mean() < 1.0  # the map covers part of the photograph, not all
 
 
+@pytest.mark.slow
 def test_calibrated_run_predicts_with_each_folds_validation_temperature(trained, tmp_path):
     predictor = Predictor(trained, "three-class", "simple-cnn")
     photo = _square_photo(tmp_path / "square.jpg")
@@ -132,6 +137,7 @@ def test_calibrated_run_predicts_with_each_folds_validation_temperature(trained,
     assert {fold.metrics["calibration"]["temperature"] for fold in predictor.folds} != {1.0}
 
 
+@pytest.mark.slow
 def test_training_draws_saliency_grids_and_measures_them_against_lesion_masks(trained, tmp_path):
     workdir = tmp_path / "runs"
     shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns("checkpoints"))
