@@ -52,18 +52,20 @@ def _overrides(settings, allowed=None, **flags):
     "threshold": "anomaly tasks: a manual decision threshold on the normalised score",
     "anomaly-test-set": "anomaly tasks: patients | study-imbalanced | study-reduced",
     "coordinator": "multi-process: coordinator address host:port (jax.distributed)",
+    "init": "imagenet: start the backbone from ImageNet weights (make them once with `invoke "
+            "weights --model=MODEL`); PATH: from that weights file; scratch: a random start",
     "set": "KEY=VALUE for any run option (repeatable), e.g. --set epochs=3 --set augment=no",
 }, iterable=["set_"])
 @_entry_point
 def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_size=None,
           batch_size=None, learning_rate=None, seed=None, data_dir=None, workdir=None,
           dtype=None, workers=None, retrain=False, threshold=None, anomaly_test_set=None,
-          coordinator=None, num_processes=None, process_id=None, set_=None):
+          init=None, coordinator=None, num_processes=None, process_id=None, set_=None):
     """Train a task of the matrix (all its models and folds), or --all of it."""
     overrides = _overrides(set_, epochs=epochs, image_size=image_size, batch_size=batch_size,
                            learning_rate=learning_rate, seed=seed, data_dir=data_dir,
                            workdir=workdir, dtype=dtype, workers=workers, threshold=threshold,
-                           anomaly_test_set=anomaly_test_set)
+                           anomaly_test_set=anomaly_test_set, init=init)
     if coordinator:
         from jaxfundus.train.mesh import initialize_distributed
 
@@ -79,14 +81,16 @@ def train(c, task=None, all_=False, model=None, preset=None, epochs=None, image_
     "data-dir": "where the TFDS dataset is written",
     "image-size": "stored square size in px (32, 64, 128, 256, 512, 1024)",
     "strict": "refuse the whole build if any row is bad",
+    "crop": "fov: crop colour fundus photographs to their field of view before the letterbox "
+            "(ultra-widefield images are detected and kept whole); none (default): whole images",
 })
 @_entry_point
-def data(c, source, data_dir, image_size=256, strict=False):
+def data(c, source, data_dir, image_size=256, strict=False, crop="none"):
     """Prepare the TFDS dataset from TOP data (bad rows are skipped and reported)."""
     from jaxfundus import commands
 
     commands.prepare_data(source=source, data_dir=data_dir, image_size=int(image_size),
-                          strict=strict)
+                          strict=strict, crop=crop)
 
 
 @task(help={"source": "a TOP-layout directory (default: the synthetic data)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from jaxfundus.config import (
     ConfigError,
     RunConfig,
+    check_config,
     default_preset,
     expand_task,
     load_task,
@@ -70,7 +72,10 @@ def train(*, task: str | None = None, model: str | None = None, all_tasks: bool 
     configs = [resolve_config(t, m, preset, **overrides) for t, m in pairs]
     for config in configs:  # before any data is prepared or trained
         check_fits(load_task(config.task), config.model)
+    configs, init_notes = start_points(configs)
     log(f"jaxfundus train: preset '{preset}'; data: {data_headline(configs[0].data_dir)}")
+    for note in init_notes:
+        log(f"init: {note}")
     substituted = sorted({(m, preset_model(preset, m)) for t, _ in pairs
                           for m in load_task(t).models if preset_model(preset, m) != m})
     for listed, used in substituted if not model else ():
@@ -94,10 +99,35 @@ def train(*, task: str | None = None, model: str | None = None, all_tasks: bool 
     return summaries
 
 
+def start_points(configs: list[RunConfig]) -> tuple[list[RunConfig], list[str]]:
+    """Each run's `init` resolved ("imagenet-if-cached" -> "imagenet" or scratch) and its
+    weights file checked, before any data is prepared or trained; returns the configs to
+    train and one line per model saying how it starts (when there is something to say).
+
+    Raises WeightsError (one line, naming the file and the first variable that does not fit)
+    for a missing or mismatched weights file, ConfigError for settings that no longer fit.
+    """
+    from jaxfundus.models.initialization import check_init, resolve_init
+
+    resolved, notes = [], {}
+    for config in configs:
+        init, note = resolve_init(config.model, config.init)
+        config = check_config(dataclasses.replace(config, init=init))
+        check_init(config.model, config.init)
+        resolved.append(config)
+        if note:
+            notes.setdefault(config.model, note)
+    return resolved, list(notes.values())
+
+
 def _describe_run(config: RunConfig) -> str:
+    start = ""
+    if config.init is not None:
+        frozen = f", frozen for {config.freeze_epochs} epoch(s)" if config.freeze_epochs else ""
+        start = f", init {config.init} (backbone lr x{config.backbone_lr_scale:g}{frozen})"
     return (f"== {config.task} / {config.model}: {config.image_size} px, batch "
             f"{config.batch_size}, {config.epochs} epochs, lr {config.learning_rate}, "
-            f"seed {config.seed}, {config.dtype}")
+            f"seed {config.seed}, {config.dtype}{start}")
 
 
 def _describe_summary(summary: dict) -> str:
@@ -107,21 +137,36 @@ def _describe_summary(summary: dict) -> str:
 
 
 def prepare_data(*, source: str, data_dir: str, image_size: int = 256, strict: bool = False,
-                 log: Log = print):
-    """Build the TFDS dataset from a TOP-layout directory and print the summary of bad rows."""
+                 crop: str = "none", log: Log = print):
+    """Build the TFDS dataset from a TOP-layout directory and print the summary of bad rows
+    (and, with crop="fov", of each image's field-of-view decision)."""
+    from jaxfundus.data.fov import CROP
     from jaxfundus.data.tfds_dataset import build_dataset
 
-    result = build_dataset(Path(source), Path(data_dir), image_size=image_size, strict=strict)
-    log(f"prepared {result.n_kept} of {result.n_rows} rows at {image_size} px into "
+    result = build_dataset(Path(source), Path(data_dir), image_size=image_size, strict=strict,
+                           crop=crop)
+    cropping = " (cropped to the field of view)" if result.crop == "fov" else ""
+    log(f"prepared {result.n_kept} of {result.n_rows} rows at {image_size} px{cropping} into "
         f"{result.dataset_dir}")
+    if result.fov_path is not None:
+        cropped = sum(row.action == CROP for row in result.fov_rows)
+        log(f"field of view: {cropped} images cropped, {len(result.fov_rows) - cropped} kept "
+            f"whole; each image's decision is in {result.fov_path}:")
+        _log_some([f"  row {row.row}: {row.filename}: {row.describe()}"
+                   for row in result.fov_rows], log)
     if result.bad_rows:
         log(f"skipped {len(result.bad_rows)} bad rows ({result.n_missing} image files missing); "
             f"listed in {result.report_path}:")
-        for bad in result.bad_rows[:20]:
-            log(f"  row {bad.row}: {bad.filename}: {bad.reason}")
-        if len(result.bad_rows) > 20:
-            log(f"  ... and {len(result.bad_rows) - 20} more")
+        _log_some([f"  row {bad.row}: {bad.filename}: {bad.reason}" for bad in result.bad_rows],
+                  log)
     return result
+
+
+def _log_some(lines: list[str], log: Log, limit: int = 20) -> None:
+    for line in lines[:limit]:
+        log(line)
+    if len(lines) > limit:
+        log(f"  ... and {len(lines) - limit} more")
 
 
 def eda(*, source: str | None = None, out: str | None = None, workdir: str = "runs",

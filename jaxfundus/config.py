@@ -73,6 +73,12 @@ class RunConfig:
     calibrate: bool = False
     data_dir: str | None = None
     workdir: str = "runs"
+    # How the classifier starts (jaxfundus.models.initialization): None from scratch,
+    # "imagenet", "imagenet-if-cached" or a weights file. The fine-tuning settings below apply
+    # only to a pretrained backbone.
+    init: str | None = None
+    freeze_epochs: int = 0  # first epochs train the head alone (backbone frozen, BN in eval)
+    backbone_lr_scale: float = 0.1  # backbone peak learning rate = this x learning_rate
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,7 +145,8 @@ def resolve_config(
 ) -> RunConfig:
     """Task + model + preset (+ per-model preset overrides) + explicit overrides -> RunConfig.
 
-    `overrides` with value None are ignored, so CLI flags can be passed through unchanged.
+    `overrides` with value None are ignored, so CLI flags can be passed through unchanged;
+    `init="scratch"` is stored as None (both mean a random start).
     Raises ConfigError for an unknown name or option and for a value of the wrong type or range.
     Whether the model fits the task is the method registry's call (jaxfundus.methods.check_fits).
     """
@@ -160,9 +167,9 @@ def resolve_config(
     missing = [name for name in _REQUIRED if name not in values]
     if missing:
         raise ConfigError(f"presets.toml [{preset}] lacks {', '.join(missing)}")
-    config = RunConfig(task=task, model=model, preset=preset, **values)
-    _check(config)
-    return config
+    if values.get("init") == "scratch":
+        values["init"] = None
+    return check_config(RunConfig(task=task, model=model, preset=preset, **values))
 
 
 def settable_fields() -> tuple[str, ...]:
@@ -255,7 +262,8 @@ def _field_types() -> dict[str, tuple[type, ...]]:
             for field in dataclasses.fields(RunConfig)}
 
 
-def _check(config: RunConfig) -> None:
+def check_config(config: RunConfig) -> RunConfig:
+    """`config` itself when its values fit together; ConfigError naming the one that does not."""
     for key, choices in (("balance", BALANCE_MODES), ("anomaly_test_set", ANOMALY_TEST_SETS),
                          ("threshold_criterion", THRESHOLD_CRITERIA), ("dtype", DTYPES)):
         value = getattr(config, key)
@@ -271,6 +279,15 @@ def _check(config: RunConfig) -> None:
             raise ConfigError(f"{key} = {value!r}: expected a fraction between 0 and 1")
     if not config.learning_rate > 0:
         raise ConfigError(f"learning_rate = {config.learning_rate!r}: expected a value > 0")
+    if not config.backbone_lr_scale > 0:
+        raise ConfigError(f"backbone_lr_scale = {config.backbone_lr_scale!r}: expected a value "
+                          "> 0 (freeze the backbone with freeze_epochs instead)")
+    # "imagenet-if-cached" is checked once resolved (commands.train), as it may mean scratch.
+    if (config.init not in (None, "scratch", "imagenet-if-cached")
+            and config.freeze_epochs >= config.epochs):
+        raise ConfigError(f"freeze_epochs = {config.freeze_epochs} leaves no epoch to fine-tune "
+                          f"the backbone in (epochs = {config.epochs}); expected fewer")
+    return config
 
 
 def _experiments() -> Traversable:
@@ -307,4 +324,4 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _MINIMUMS = {"image_size": 16, "batch_size": 1, "epochs": 1, "patience": 0,
              "checkpoint_every_steps": 0, "log_every_steps": 0, "workers": 0,
-             "weight_decay": 0}
+             "weight_decay": 0, "freeze_epochs": 0}

@@ -94,7 +94,8 @@ def _train_fold(trainer: Trainer, spec: TaskSpec, fold: FoldData, directory: Pat
         f"images (patients disjoint) -> {directory}")
     if trainer.parallel.is_primary:
         runs.write_split(directory, _split_table(fold))
-        runs.write_fold_config(directory, _config_record(trainer.config, spec, fold, counts))
+        runs.write_fold_config(directory, _config_record(trainer.config, spec, fold, counts,
+                                                         _start(trainer.method)))
     result = trainer.fit(fold.data(TRAIN), fold.data(VAL), directory, log=log)
     score_fold(trainer, spec, fold, directory, result.state)
 
@@ -117,10 +118,17 @@ def _split_table(fold: FoldData) -> pd.DataFrame:
                          "split": fold.split})
 
 
+def _start(method) -> dict:
+    """How the method's model starts (init, weights file, its SHA-256 and source)."""
+    provenance = getattr(method, "provenance", None)
+    return provenance() if provenance else {"init": "scratch"}
+
+
 def _config_record(config: RunConfig, spec: TaskSpec, fold: FoldData,
-                   counts: dict[str, int]) -> dict:
+                   counts: dict[str, int], start: dict) -> dict:
     return {
         **config.to_dict(),
+        "start": start,
         "fold": fold.fold,
         "folds": spec.cv_folds,
         "kind": spec.kind,

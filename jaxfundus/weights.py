@@ -5,7 +5,6 @@ and ``--check`` need TensorFlow (``pip install tensorflow-cpu``).
 """
 
 import functools
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,13 @@ from flax import nnx
 
 from jaxfundus.data.pipeline import normalize
 from jaxfundus.models.keras_weights import KERAS_MODELS, convert_keras_weights, normalization_for
-from jaxfundus.models.pretrained import WeightsError, load_backbone, save_backbone, weights_file
+from jaxfundus.models.pretrained import (
+    WeightsError,
+    file_sha256,
+    load_backbone,
+    save_backbone,
+    weights_file,
+)
 from jaxfundus.models.registry import build_classifier
 
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications"
@@ -141,14 +146,6 @@ def max_abs_diff_against_keras(model_name: str, source: Path, weights: Path, *,
     return float(np.max(np.abs(ours - theirs)))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert_weights(model: str, source: str | Path | None = None, check: bool = False, *,
                     out: Path | None = None, check_image_size: int | None = None,
                     log: Callable[[str], None] = print) -> Path:
@@ -162,7 +159,7 @@ def convert_weights(model: str, source: str | Path | None = None, check: bool = 
     source = Path(source) if source else fetch_keras_weights(_known(model))
     arrays = convert_keras_weights(model, source)
     path = save_backbone(arrays, out or weights_file(model), model_name=model,
-                         source=f"{source.name} sha256:{_sha256(source)}")
+                         source=f"{source.name} sha256:{file_sha256(source)}")
     values = sum(array.size for array in arrays.values())
     log(f"wrote {path}: {len(arrays)} arrays, {values / 1e6:.1f}M values, from {source}")
     if check:

@@ -36,10 +36,12 @@ class Dataset:
     synthetic: bool
     fingerprint: str
     masks_dir: Path | None = None  # per-image lesion masks (the generator writes them)
+    crop: str = "none"  # "fov": photographs were cropped to their field of view
 
     def describe(self) -> dict[str, Any]:
         return {"data_dir": str(self.data_dir), "synthetic": self.synthetic,
                 "stored_image_size": self.stored_size, "fingerprint": self.fingerprint,
+                "crop": self.crop,
                 "n_images": len(self.index), "n_patients": int(self.index["patient_id"].nunique())}
 
     def headline(self) -> str:
@@ -80,7 +82,8 @@ def open_dataset(data_dir: str | os.PathLike | None, image_size: int,
     loaded = _load_smallest(Path(data_dir), image_size)
     masks = loaded.source_dir / "masks" if loaded.source_dir else None
     return Dataset(loaded.source, loaded.index, loaded.image_size, Path(data_dir), False,
-                   loaded.fingerprint, masks_dir=masks if masks and masks.is_dir() else None)
+                   loaded.fingerprint, masks_dir=masks if masks and masks.is_dir() else None,
+                   crop=loaded.crop)
 
 
 def _load_smallest(data_dir: Path, image_size: int):

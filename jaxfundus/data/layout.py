@@ -3,7 +3,8 @@
 Shared by the TFDS builder (`tfds_builder/`, which writes the data) and `jaxfundus.data` (which
 reads it), so neither has to import the other. A prepared size lives in
 `data_dir/tsukazaki_optos/<size>px/<version>/`: ArrayRecord shards, dataset_info.json,
-metadata.json (row counts, fingerprint) and the bad-rows report.
+metadata.json (row counts, fingerprint, crop) and the bad-rows report; a build with
+`--crop=fov` adds the field-of-view report (one decision per stored image).
 """
 
 import os
@@ -14,6 +15,7 @@ VERSION = "1.0.0"
 # Square sizes (px) the builder stores; training reads the smallest one >= its image size.
 IMAGE_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
 REPORT_NAME = "bad_rows.csv"
+FOV_NAME = "fov.csv"  # per stored image: cropped to which box, or kept whole and why
 SHARDS_NAME = "shards.json"  # size and SHA-256 of each ArrayRecord shard, written after a build
 
 

@@ -1,9 +1,10 @@
 """Building the `tsukazaki_optos` TFDS dataset from a TOP source, and loading it back.
 
 Prepared data lives at `data_dir/tsukazaki_optos/<size>px/<version>/` (ArrayRecord), with
-`bad_rows.csv` (rows skipped) and `metadata.json` (row counts, fingerprint) beside it; see
-`layout`. Only building needs the builder class (`tfds_builder/`, imported when a build runs);
-reading goes through TFDS's read-only builder, which needs nothing but the prepared files.
+`bad_rows.csv` (rows skipped), `metadata.json` (row counts, fingerprint, crop) and, for a
+`crop="fov"` build, `fov.csv` (each image's field-of-view decision) beside it; see `layout`.
+Only building needs the builder class (`tfds_builder/`, imported when a build runs); reading
+goes through TFDS's read-only builder, which needs nothing but the prepared files.
 """
 
 import dataclasses
@@ -20,7 +21,7 @@ import tensorflow_datasets as tfds
 
 from jaxfundus.data import layout, top_source
 from jaxfundus.data.labels import DISEASES
-from jaxfundus.data.top_source import BadRow, DataError
+from jaxfundus.data.top_source import BadRow, DataError, FovRow
 from jaxfundus.io import write_json_atomic
 
 __all__ = ["BuildResult", "DataError", "LoadedDataset", "build_dataset", "load_dataset"]
@@ -33,7 +34,9 @@ _INDEX_BATCH = 1024
 @dataclasses.dataclass(frozen=True)
 class BuildResult:
     """Outcome of `build_dataset`. `n_rows` counts data.csv rows, `n_kept` examples stored;
-    `n_missing` of the `bad_rows` lacked their image file. `reused` if nothing was built."""
+    `n_missing` of the `bad_rows` lacked their image file. `reused` if nothing was built.
+    `crop` is the build's crop mode; with "fov", `fov_rows` holds each stored image's
+    field-of-view decision (also in `fov_path`)."""
 
     dataset_dir: Path
     n_rows: int
@@ -43,6 +46,9 @@ class BuildResult:
     report_path: Path
     fingerprint: str
     reused: bool = False
+    crop: str = "none"
+    fov_rows: list[FovRow] = dataclasses.field(default_factory=list)
+    fov_path: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,7 @@ class LoadedDataset:
     image_size: int
     fingerprint: str
     source_dir: Path | None = None  # the TOP directory it was built from, when recorded
+    crop: str = "none"  # "fov": photographs were cropped to their field of view
 
 
 def build_dataset(
@@ -68,29 +75,34 @@ def build_dataset(
     *,
     image_size: int = 256,
     strict: bool = False,
+    crop: str = "none",
 ) -> BuildResult:
     """Prepares the dataset from a TOP-layout directory, or reuses an identical prior build.
 
     Bad rows are skipped and listed in the result and in `bad_rows.csv` in the dataset
-    directory; rows whose image is missing are counted in `n_missing`.
+    directory; rows whose image is missing are counted in `n_missing`. `crop="fov"` crops
+    each photograph to its field of view before the letterbox (`jaxfundus.data.fov`); it is
+    part of the fingerprint, so a plain build is never reused for a cropped one or back.
 
     Raises:
       DataError: strict and some rows are bad (nothing is written; the message lists them);
-        no row is usable; the source is unusable (`top_source.SourceError`); or a dataset
-        prepared from a different data.csv already occupies the target directory.
+        no row is usable; the source is unusable (`top_source.SourceError`, also for an
+        unknown crop); or a dataset prepared from a different data.csv, or with another crop,
+        already occupies the target directory.
     """
     source_dir = Path(source_dir)
     top_source.check_source(source_dir)  # fail on a wrong path or header before TFDS writes
+    top_source.check_crop(crop)
     _check_size(image_size)
     fingerprint = top_source.source_fingerprint(
-        source_dir, layout.VERSION, layout.config_name(image_size)
+        source_dir, layout.VERSION, layout.config_name(image_size), crop=crop
     )
     if layout.is_prepared(data_dir, image_size):
-        return _reuse(_prepared(data_dir, image_size), fingerprint, strict)
+        return _reuse(_prepared(data_dir, image_size), fingerprint, strict, crop)
     if strict:
         # Refuse before TFDS creates any directory; the builder re-checks (it also serves
         # `tfds build`), which costs one more cheap 1/8-scale decode per image.
-        scan = top_source.scan_source(source_dir)
+        scan = top_source.scan_source(source_dir, crop=crop)
         if scan.bad_rows:
             raise DataError(top_source.strict_refusal(scan))
     # The builder imports jaxfundus.data, so it is imported here, where it is used, rather
@@ -98,7 +110,7 @@ def build_dataset(
     from tfds_builder.tsukazaki_optos.tsukazaki_optos_dataset_builder import Builder
 
     builder = Builder(data_dir=os.fspath(data_dir), config=layout.config_name(image_size),
-                      strict=strict)
+                      strict=strict, crop=crop)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(source_dir))
     )
@@ -139,6 +151,7 @@ def load_dataset(data_dir: str | os.PathLike, image_size: int) -> LoadedDataset:
         image_size=image_size,
         fingerprint=builder.info.metadata["fingerprint"],
         source_dir=_recorded_source(builder.info.metadata),
+        crop=builder.info.metadata.get("crop", "none"),
     )
 
 
@@ -212,8 +225,14 @@ def _prepared(data_dir: str | os.PathLike, image_size: int) -> tfds.core.Dataset
     return tfds.builder_from_directory(os.fspath(layout.version_dir(data_dir, image_size)))
 
 
-def _reuse(builder: tfds.core.DatasetBuilder, fingerprint: str, strict: bool) -> BuildResult:
+def _reuse(builder: tfds.core.DatasetBuilder, fingerprint: str, strict: bool,
+           crop: str) -> BuildResult:
     result = _result(builder, reused=True)
+    if result.crop != crop:
+        raise DataError(
+            f"{result.dataset_dir} was prepared with --crop={result.crop}, not --crop={crop}; "
+            "choose another data dir for this build (or delete that directory to rebuild)"
+        )
     if result.fingerprint != fingerprint:
         raise DataError(
             f"{result.dataset_dir} was prepared from a different data.csv (fingerprint "
@@ -232,6 +251,8 @@ def _result(builder: tfds.core.DatasetBuilder, *, reused: bool) -> BuildResult:
     dataset_dir = Path(builder.data_dir)
     metadata = builder.info.metadata
     report_path = dataset_dir / layout.REPORT_NAME
+    crop = metadata.get("crop", "none")  # builds from before cropping existed are whole
+    fov_path = dataset_dir / layout.FOV_NAME if crop == "fov" else None
     return BuildResult(
         dataset_dir=dataset_dir,
         n_rows=metadata["n_rows"],
@@ -241,6 +262,9 @@ def _result(builder: tfds.core.DatasetBuilder, *, reused: bool) -> BuildResult:
         report_path=report_path,
         fingerprint=metadata["fingerprint"],
         reused=reused,
+        crop=crop,
+        fov_rows=top_source.read_fov_report(fov_path) if fov_path else [],
+        fov_path=fov_path,
     )
 
 

@@ -2,7 +2,9 @@
 
 Layout: `SOURCE/data.csv` with the columns of `labels.CSV_COLUMNS` (extra columns are
 ignored) and one image per row at `SOURCE/img/<filename>`. `scan_source` keeps every valid
-row exactly and lists every other row with the reason it was refused.
+row exactly and lists every other row with the reason it was refused; with `crop="fov"` it
+also finds each photograph's field of view (`jaxfundus.data.fov`), and an image without a
+usable one is a refused row too.
 """
 
 import csv
@@ -16,7 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import NamedTuple
 
-from jaxfundus.data import images
+from PIL import Image
+
+from jaxfundus.data import fov, images
 from jaxfundus.data.labels import CSV_COLUMNS, DISEASES
 
 CSV_NAME = "data.csv"
@@ -41,9 +45,32 @@ class BadRow(NamedTuple):
     reason: str
 
 
+class FovRow(NamedTuple):
+    """The field-of-view decision for one stored row (`--crop=fov`): `action` crop or keep,
+    the box (top, left, bottom, right; bottom/right exclusive) in pixels of the photograph of
+    `height` x `width` (the whole photograph when kept), and why."""
+
+    row: int
+    filename: str
+    action: str
+    top: int
+    left: int
+    bottom: int
+    right: int
+    height: int
+    width: int
+    reason: str
+
+    def describe(self) -> str:
+        """The decision in one line, as `fov.FieldOfView.describe` words it."""
+        return fov.describe(self.action, (self.top, self.left, self.bottom, self.right),
+                            (self.height, self.width), self.reason)
+
+
 @dataclasses.dataclass(frozen=True)
 class TopRecord:
-    """One valid data.csv row. `labels` has one 0/1 flag per `labels.DISEASES`, in order."""
+    """One valid data.csv row. `labels` has one 0/1 flag per `labels.DISEASES`, in order;
+    `field_of_view` is its field of view when the scan looked for one (`crop="fov"`)."""
 
     row: int
     filename: str
@@ -53,6 +80,13 @@ class TopRecord:
     eye: str  # "L" or "R"
     labels: tuple[int, ...]
     path: Path
+    field_of_view: fov.FieldOfView | None = None
+
+    def fov_row(self) -> FovRow:
+        """This record's line of the field-of-view report (it must have a `field_of_view`)."""
+        found = self.field_of_view
+        return FovRow(self.row, self.filename, found.action, *found.box, *found.shape,
+                      found.reason)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +106,7 @@ class SourceScan:
     duplicates: list[tuple[int, int]]
 
 
-def scan_source(source_dir: str | os.PathLike) -> SourceScan:
+def scan_source(source_dir: str | os.PathLike, crop: str = "none") -> SourceScan:
     """Reads `source_dir/data.csv`, validates every row and decodes every image.
 
     Row rules: labels must be 0/1; age a whole number 0..130; sex M/F and LR L/R (any case,
@@ -82,12 +116,15 @@ def scan_source(source_dir: str | os.PathLike) -> SourceScan:
     are missing, empty, truncated or not images are refused; grayscale/RGBA ones are fine.
 
     Images are decoded at 1/8 scale (JPEG DCT scaling), which still reads every byte, on
-    `os.cpu_count()` threads.
+    `os.cpu_count()` threads. With `crop="fov"` they are decoded at no less than
+    `fov.WORK_SIZE` px and each record gets its field of view (`TopRecord.field_of_view`, the
+    box in pixels of the full photograph); a black image or a tiny field is a bad row.
 
     Raises:
       SourceError: data.csv or img/ is missing, or data.csv lacks required columns.
     """
     check_source(source_dir)
+    check_crop(crop)
     source_dir = Path(source_dir)
     csv_path = source_dir / CSV_NAME
     image_dir = source_dir / IMAGE_DIR
@@ -102,7 +139,7 @@ def scan_source(source_dir: str | os.PathLike) -> SourceScan:
         else:
             records.append(record_or_reason)
 
-    records, image_bad = _check_images(records)
+    records, image_bad = _check_images(records, crop)
     bad_rows.extend(image_bad)
     bad_rows.sort()
     if duplicates:
@@ -140,14 +177,22 @@ def check_source(source_dir: str | os.PathLike) -> None:
     _read_header(csv.reader(_csv_lines(csv_path)), csv_path)
 
 
-def source_fingerprint(source_dir: str | os.PathLike, *salt: str) -> str:
-    """Short stable hash (12 hex digits) of data.csv's bytes plus `salt` (version, config)."""
+def check_crop(crop: str) -> None:
+    """SourceError unless `crop` is one of `fov.CROP_MODES`."""
+    if crop not in fov.CROP_MODES:
+        raise SourceError(f"crop {crop!r} is not one of: {', '.join(fov.CROP_MODES)}")
+
+
+def source_fingerprint(source_dir: str | os.PathLike, *salt: str, crop: str = "none") -> str:
+    """Short stable hash (12 hex digits) of data.csv's bytes plus `salt` (version, config) and
+    the crop mode: "none" adds nothing (builds made before cropping existed keep their
+    fingerprint), any other mode does, so a cropped build never passes for a plain one."""
     csv_path = Path(source_dir) / CSV_NAME
     try:
         digest = hashlib.sha256(csv_path.read_bytes())
     except FileNotFoundError:
         raise SourceError(f"{csv_path} not found (check the --source path)") from None
-    for part in salt:
+    for part in (*salt, *(() if crop == "none" else (f"crop={crop}",))):
         digest.update(b"\0" + part.encode())
     return digest.hexdigest()[:12]
 
@@ -164,6 +209,22 @@ def read_bad_rows(path: str | os.PathLike) -> list[BadRow]:
     """Reads a report written by `write_bad_rows`."""
     with open(path, newline="", encoding="utf-8") as f:
         return [BadRow(int(r["row"]), r["filename"], r["reason"]) for r in csv.DictReader(f)]
+
+
+def write_fov_report(path: str | os.PathLike, records: Iterable[TopRecord]) -> None:
+    """Writes one FovRow per record (records scanned with `crop="fov"`) as CSV."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(FovRow._fields)
+        writer.writerows(record.fov_row() for record in records)
+
+
+def read_fov_report(path: str | os.PathLike) -> list[FovRow]:
+    """Reads a report written by `write_fov_report`."""
+    text = {"filename", "action", "reason"}
+    with open(path, newline="", encoding="utf-8") as f:
+        return [FovRow(**{k: v if k in text else int(v) for k, v in r.items()})
+                for r in csv.DictReader(f)]
 
 
 def format_bad_rows(bad_rows: Sequence[BadRow], limit: int | None = 50) -> str:
@@ -327,26 +388,50 @@ def _parse_age(text: str) -> int | None:
     return int(age)
 
 
-def _check_images(records: list[TopRecord]) -> tuple[list[TopRecord], list[BadRow]]:
-    """Splits records into usable ones and bad rows for missing or undecodable images."""
+def _check_images(records: list[TopRecord],
+                  crop: str = "none") -> tuple[list[TopRecord], list[BadRow]]:
+    """Splits records into usable ones (with their field of view when `crop` is "fov") and bad
+    rows for missing or undecodable images (and, cropping, images without a usable field)."""
 
-    def problem(record: TopRecord) -> str | None:
+    def check(record: TopRecord) -> TopRecord | str:
         if not record.path.is_file():
             return MISSING_REASON
         try:
-            # The smallest DCT scale still parses every byte, so truncation shows.
-            images.load_rgb(record.path, min_size=1)
+            # The smallest DCT scale still parses every byte, so truncation shows; the field of
+            # view needs no more than fov.WORK_SIZE px.
+            pixels = images.load_rgb(record.path, min_size=fov.WORK_SIZE if crop == "fov" else 1)
         except images.ImageError as err:
             return err.reason
-        return None
+        if crop != "fov":
+            return record
+        try:
+            found = fov.detect_fov(pixels)
+        except fov.FieldOfViewError as err:
+            return str(err)
+        found = found.scaled_to(_photograph_shape(record.path))
+        return dataclasses.replace(record, field_of_view=found)
 
     # Decoding releases the GIL, so threads scale with cores.
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        problems = list(pool.map(problem, records))
-    good = [record for record, reason in zip(records, problems, strict=True) if reason is None]
+        results = list(pool.map(check, records))
+    good = [result for result in results if isinstance(result, TopRecord)]
     bad = [
-        BadRow(record.row, record.filename, reason)
-        for record, reason in zip(records, problems, strict=True)
-        if reason is not None
+        BadRow(record.row, record.filename, result)
+        for record, result in zip(records, results, strict=True)
+        if isinstance(result, str)
     ]
     return good, bad
+
+
+# EXIF orientations that turn the stored picture by 90 degrees (load_rgb applies them).
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _photograph_shape(path: Path) -> tuple[int, int]:
+    """(height, width) of the image file as `images.load_rgb` returns it at full size, from
+    its header alone."""
+    with Image.open(path) as img:
+        width, height = img.size
+        if img.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+    return height, width

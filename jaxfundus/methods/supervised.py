@@ -1,7 +1,18 @@
-"""Supervised classifiers: single-label softmax or multi-label sigmoid, class-weighted."""
+"""Supervised classifiers: single-label softmax or multi-label sigmoid, class-weighted.
+
+A classifier starts from scratch or, with `--init`, with its backbone from a weights file
+(`jaxfundus.models.initialization`): then the input normalisation is the one those weights
+expect, the backbone learns at `backbone_lr_scale` of the head's rate, and for the first
+`freeze_epochs` only the new head trains. Frozen means what Keras' `trainable=False` means:
+no updates and BatchNorm in inference mode, so the backbone's ImageNet statistics are used,
+not replaced by those of the first fundus batches. Afterwards the backbone's BatchNorm trains
+as usual (unlike Keras' fine-tuning guide, which keeps it in inference mode): fundus
+photographs are far from ImageNet, and the statistics are what most needs to adapt.
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +41,12 @@ from jaxfundus.metrics import (
     multi_label_metrics,
     single_label_metrics,
 )
+from jaxfundus.models.initialization import init_provenance, is_pretrained, weights_path
+from jaxfundus.models.keras_weights import normalization_for
+from jaxfundus.models.pretrained import HEAD, load_backbone
 from jaxfundus.models.registry import CLASSIFIERS, build_classifier
 from jaxfundus.train.loop import Trainer
-from jaxfundus.train.optimizers import make_optimizer
+from jaxfundus.train.optimizers import make_finetune_optimizer, make_optimizer
 
 
 @struct.dataclass
@@ -40,6 +54,9 @@ class SupervisedState:
     params: nnx.State
     rest: nnx.State  # batch statistics, rng counters
     opt: optax.OptState
+    # Optimizer steps taken, int32[], kept only when a frozen warm-up needs to know when it ends
+    # (None otherwise, so checkpoints of other runs keep their layout).
+    step: jax.Array | None = None
 
 
 def class_weights(targets: np.ndarray, n_classes: int, multi_label: bool) -> np.ndarray:
@@ -67,7 +84,6 @@ class SupervisedMethod:
     models = tuple(CLASSIFIERS)
     kinds = ("single-label", "multi-label")
     default_task = "five-rare"
-    normalization = "imagenet"
     example_transform = None
 
     def __init__(self, spec: TaskSpec, config: RunConfig, steps_per_epoch: int) -> None:
@@ -80,9 +96,25 @@ class SupervisedMethod:
                                                          config.image_size)
         self._balance = config.balance == "class-weights"
         self._dtype = jnp.dtype(config.dtype)
-        self._optimizer = make_optimizer(config.learning_rate, config.weight_decay,
-                                         config.epochs * steps_per_epoch)
+        # The input normalisation follows the initialisation: config.json records `init`, so
+        # evaluation and prediction normalise as training did without reading the weights.
+        self.normalization = normalization_for(config.model, config.init)
+        self._init = config.init
+        total_steps = config.epochs * steps_per_epoch
+        # Frozen warm-up steps: the largest fold's epochs (a smaller fold's ends a few steps
+        # into its next epoch).
+        self._frozen_steps = 0
+        if is_pretrained(config.init):
+            self._frozen_steps = config.freeze_epochs * steps_per_epoch
+            self._optimizer = make_finetune_optimizer(
+                config.learning_rate, config.weight_decay, total_steps,
+                backbone_lr_scale=config.backbone_lr_scale, frozen_steps=self._frozen_steps)
+        else:
+            self._optimizer = make_optimizer(config.learning_rate, config.weight_decay,
+                                             total_steps)
         self._train_graph, self._eval_graph = graphdefs(lambda: self.build_model(0))
+        if self._frozen_steps:
+            self._frozen_graph = _frozen_backbone_graph(lambda: self.build_model(0))
 
     def build_model(self, seed: int) -> nnx.Module:
         return build_classifier(self.model_name, len(self.classes), rngs=nnx.Rngs(seed),
@@ -90,7 +122,33 @@ class SupervisedMethod:
 
     def init_state(self, seed: int) -> SupervisedState:
         params, rest = split_variables(self.build_model(seed))
-        return SupervisedState(params, rest, self._optimizer.init(params))
+        step = jnp.zeros((), jnp.int32) if self._frozen_steps else None
+        return SupervisedState(params, rest, self._optimizer.init(params), step)
+
+    def start_from(self, state: SupervisedState, sharding: jax.sharding.Sharding
+                   ) -> SupervisedState:
+        """A fresh `state` with the backbone (Params and BatchNorm statistics) from the weights
+        file of `init`, placed with `sharding`; the head stays freshly initialised. Called by
+        the loop outside its jitted initialiser (the file's ~100 MB would otherwise become
+        constants of the compiled program), and not on resume. WeightsError (one line, naming
+        the file and the first variable that does not fit) if the file does not fit."""
+        path = weights_path(self.model_name, self._init)
+        if path is None:
+            return state
+        model = nnx.merge(self._train_graph, state.params, state.rest)
+
+        def put(array: np.ndarray, variable: nnx.Variable) -> jax.Array:
+            host = np.asarray(array, variable.dtype)
+            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+        load_backbone(model, path, model_name=self.model_name, put=put)
+        params, rest = split_variables(model)
+        return state.replace(params=params, rest=rest)
+
+    def provenance(self) -> dict[str, str | None]:
+        """How this run's model started, for config.json and the report: `init` ("scratch" or
+        the value used), and for a weights file its name, path, SHA-256 and source."""
+        return init_provenance(self.model_name, self._init)
 
     def example_weights(self, train_targets: np.ndarray) -> np.ndarray | None:
         """Per-example (single-label) or per-label (multi-label) loss weights: inverse class
@@ -122,18 +180,33 @@ class SupervisedMethod:
         return (logits.argmax(-1) == targets).mean()
 
     def train_step(self, state: SupervisedState, batch: dict) -> tuple[SupervisedState, dict]:
-        model = self.model(state, train=True)
+        if not self._frozen_steps:
+            return self._train_step(state, batch, frozen=False)
+        # One program for both phases; only the taken branch runs.
+        return jax.lax.cond(state.step < self._frozen_steps,
+                            partial(self._train_step, frozen=True),
+                            partial(self._train_step, frozen=False), state, batch)
+
+    def _train_step(self, state: SupervisedState, batch: dict, *,
+                    frozen: bool) -> tuple[SupervisedState, dict]:
+        graph = self._frozen_graph if frozen else self._train_graph
+        model = nnx.merge(graph, state.params, state.rest)
         weights = batch.get("weight", jnp.ones(batch["target"].shape, jnp.float32))
 
         def loss_fn(model):
-            logits = model(batch["image"]).astype(jnp.float32)
+            if frozen:  # no gradient reaches the backbone, so no backward pass through it
+                features = jax.lax.stop_gradient(model.features(batch["image"]))
+                logits = model.classify(features).astype(jnp.float32)
+            else:
+                logits = model(batch["image"]).astype(jnp.float32)
             return self._loss(logits, batch["target"], weights), logits
 
         # nnx.value_and_grad differentiates the Params and carries batch-stat/rng updates out.
         (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         updates, opt = self._optimizer.update(grads, state.opt, state.params)
+        step = None if state.step is None else state.step + 1
         new_state = SupervisedState(optax.apply_updates(state.params, updates),
-                                    nnx.state(model, nnx.Not(nnx.Param)), opt)
+                                    nnx.state(model, nnx.Not(nnx.Param)), opt, step)
         return new_state, {"loss": loss, "accuracy": self._accuracy(logits, batch["target"])}
 
     def eval_step(self, state: SupervisedState, batch: dict) -> dict:
@@ -210,6 +283,17 @@ def _process_local(leaf):
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
         return leaf.addressable_data(0)
     return leaf
+
+
+def _frozen_backbone_graph(build) -> nnx.GraphDef:
+    """The train-mode graphdef of `build()`'s model with every BatchNorm outside the head in
+    inference mode (running statistics used, not updated), for the frozen warm-up."""
+    model = nnx.eval_shape(build)
+    model.train()
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.BatchNorm) and path and path[0] != HEAD:
+            node.use_running_average = True
+    return nnx.split(model, nnx.Param, ...)[0]
 
 
 def _finite(value) -> float:

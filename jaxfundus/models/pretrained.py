@@ -6,15 +6,18 @@ its metadata names the model and where the weights came from. Loading replaces e
 variable or none: a missing, extra or differently shaped array is a one-line ``WeightsError``.
 """
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from jaxfundus.data.datasets import cache_dir
+from jaxfundus.paths import cache_dir
 
 HEAD = "head"  # the classifier attribute that is new for each task (never loaded)
 FORMAT = "jaxfundus-backbone-v1"
@@ -75,35 +78,65 @@ def save_backbone(arrays: dict[str, np.ndarray], path: Path, *, model_name: str,
 
 def read_backbone(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(arrays, metadata) of a project weights file; WeightsError if absent or unreadable."""
+    return _open_backbone(path, lambda file, key: file.get_tensor(key))
+
+
+def inspect_backbone(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """(shapes, metadata) of a project weights file, read from its header alone (no array data,
+    so a pre-flight check of a 100 MB file is instant); WeightsError if absent or unreadable."""
+    return _open_backbone(path, lambda file, key: tuple(file.get_slice(key).get_shape()))
+
+
+def _open_backbone(path: Path, read: Callable) -> tuple[dict, dict[str, str]]:
+    path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file (make it with `invoke weights "
                            f"--model=MODEL`)")
     try:
         with safe_open(str(path), framework="numpy") as file:
             metadata = file.metadata() or {}
-            arrays = {key: file.get_tensor(key) for key in file.keys()}
+            values = {key: read(file, key) for key in file.keys()}
     except (SafetensorError, OSError) as error:
         raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
     if metadata.get("format") != FORMAT:
         raise WeightsError(f"{path}: not a jaxfundus backbone file (format "
                            f"{metadata.get('format')!r}, expected {FORMAT!r})")
-    return arrays, metadata
+    return values, metadata
 
 
-def load_backbone(model: nnx.Module, path: Path, *, model_name: str | None = None) -> dict:
+def check_model_name(path: Path, metadata: dict[str, str], model_name: str) -> None:
+    """WeightsError unless the file at ``path`` was made for ``model_name``."""
+    if metadata.get("model") != model_name:
+        raise WeightsError(f"{path}: holds weights for {metadata.get('model')!r}, "
+                           f"not {model_name!r}")
+
+
+def load_backbone(model: nnx.Module, path: Path, *, model_name: str | None = None,
+                  put: Callable[[np.ndarray, nnx.Variable], jax.Array] | None = None) -> dict:
     """Replace every backbone variable of ``model`` (in place) with the file's; head untouched.
 
     Checks the whole file before changing anything, so a failure leaves the model as it was.
-    ``model_name``, when given, must match the name the file was converted for.
-    Returns the file's metadata (model, source).
+    ``model_name``, when given, must match the name the file was converted for. ``put`` turns
+    a file array into the variable's new value (default: ``jnp.asarray`` in its dtype); the
+    training loop passes one that places it on every device. Returns the file's metadata
+    (model, source).
     """
     arrays, metadata = read_backbone(path)
-    if model_name is not None and metadata.get("model") != model_name:
-        raise WeightsError(f"{path}: holds weights for {metadata.get('model')!r}, "
-                           f"not {model_name!r}")
+    if model_name is not None:
+        check_model_name(path, metadata, model_name)
     variables = backbone_variables(model)
     check_backbone({key: var.shape for key, var in variables.items()},
                    {key: array.shape for key, array in arrays.items()}, str(path))
+    put = put or (lambda array, variable: jnp.asarray(array, dtype=variable.dtype))
     for key, variable in variables.items():
-        variable.value = jnp.asarray(arrays[key], dtype=variable.dtype)
+        variable.set_value(put(arrays[key], variable))
     return metadata
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, hex (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

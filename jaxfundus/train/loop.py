@@ -48,6 +48,9 @@ class Method(Protocol):
     example_transform: Callable[[np.ndarray, np.random.Generator], dict] | None
 
     def init_state(self, seed: int) -> Any: ...
+    # Optional: `start_from(state, sharding) -> state` replaces parts of a fresh state with
+    # what the run starts from (pretrained weights) outside the jitted initialiser, placed with
+    # `sharding`. The loop calls it when it does not resume (a checkpoint holds the whole state).
     def example_weights(self, train_targets: np.ndarray) -> np.ndarray | None: ...
     def train_step(self, state: Any, batch: dict[str, jax.Array]) -> tuple[Any, dict]: ...
     def eval_step(self, state: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]: ...
@@ -166,6 +169,8 @@ class Trainer:
             loop = LoopState.from_json(meta)
             log(f"resuming from checkpoint at step {resumed_from} (epoch {loop.epoch + 1} "
                 f"of {config.epochs})")
+        else:
+            state = self.start_state(state)
         writer = _TensorBoard(run_dir / TENSORBOARD) if parallel.is_primary else None
         try:
             while loop.epoch < config.epochs and not loop.early_stopped(config.patience):
@@ -186,6 +191,13 @@ class Trainer:
     def init_state(self) -> Any:
         """Fresh state, created replicated on every device of every process."""
         return self._init_state()
+
+    def start_state(self, state: Any | None = None) -> Any:
+        """The state a run starts training from: a fresh one (or `state`) with what the
+        method's optional `start_from` puts in it (e.g. a pretrained backbone)."""
+        state = self.init_state() if state is None else state
+        start_from = getattr(self.method, "start_from", None)
+        return state if start_from is None else start_from(state, self.parallel.replicated)
 
     def restore_best(self, run_dir: Path) -> Any:
         """The best checkpoint of a finished run (for re-evaluation and prediction)."""

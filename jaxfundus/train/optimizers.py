@@ -6,6 +6,7 @@ optimizer is built before any parameters exist.
 """
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxfundus.models.pretrained import HEAD
@@ -52,12 +53,31 @@ def make_finetune_optimizer(learning_rate: float, weight_decay: float, total_ste
     """
     if not 0 <= frozen_steps < total_steps:
         raise ValueError(f"frozen_steps {frozen_steps} must be in [0, total_steps={total_steps})")
-    backbone = optax.join_schedules(
-        [optax.constant_schedule(0.0),
-         warmup_cosine(learning_rate * backbone_lr_scale, total_steps - frozen_steps)],
-        [frozen_steps])
+    backbone = warmup_cosine(learning_rate * backbone_lr_scale, total_steps - frozen_steps)
     head = warmup_cosine(learning_rate, total_steps)
     return optax.multi_transform(
         {"head": optax.adamw(head, weight_decay=weight_decay, mask=decay_mask),
-         "backbone": optax.adamw(backbone, weight_decay=weight_decay, mask=decay_mask)},
+         "backbone": frozen_for(optax.adamw(backbone, weight_decay=weight_decay,
+                                            mask=decay_mask), frozen_steps)},
         head_labels)
+
+
+def frozen_for(inner: optax.GradientTransformation, steps: int) -> optax.GradientTransformation:
+    """``inner`` with zero updates and its state held for the first ``steps`` updates.
+
+    Holding the state matters for Adam: if its step count ran on while its moments stayed at
+    zero, the bias correction would inflate the first updates after thawing several-fold.
+    """
+    def init(params):
+        return jnp.zeros([], jnp.int32), inner.init(params)
+
+    def update(updates, state, params=None):
+        count, inner_state = state
+        new_updates, new_inner_state = inner.update(updates, inner_state, params)
+        frozen = count < steps
+        updates = jax.tree.map(lambda u: jnp.where(frozen, jnp.zeros_like(u), u), new_updates)
+        inner_state = jax.tree.map(lambda old, new: jnp.where(frozen, old, new), inner_state,
+                                   new_inner_state)
+        return updates, (count + 1, inner_state)
+
+    return optax.GradientTransformation(init, update)

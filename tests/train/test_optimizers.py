@@ -107,3 +107,25 @@ def test_backbone_steps_are_smaller_than_the_head_s_for_equal_gradients(scale):
 def test_frozen_steps_must_leave_training_steps():
     with pytest.raises(ValueError, match="frozen_steps 10"):
         make_finetune_optimizer(1e-3, 0.0, total_steps=10, frozen_steps=10)
+
+
+def test_thawed_backbone_steps_like_a_fresh_adam():
+    """Adam's moments and step count wait while the backbone is frozen, so the first updates
+    after thawing are those of a fresh AdamW, not inflated by bias correction."""
+    import jax.numpy as jnp
+    import optax
+
+    from jaxfundus.train.optimizers import frozen_for, warmup_cosine
+
+    params = {"w": jnp.ones((3, 3))}
+    grads = [{"w": jnp.full((3, 3), 0.1 * (i + 1))} for i in range(8)]
+    frozen = frozen_for(optax.adamw(warmup_cosine(1e-2, 20), weight_decay=0.0), 5)
+    fresh = optax.adamw(warmup_cosine(1e-2, 20), weight_decay=0.0)
+    state, fresh_state = frozen.init(params), fresh.init(params)
+    for i, grad in enumerate(grads):
+        update, state = frozen.update(grad, state, params)
+        if i < 5:
+            assert float(jnp.abs(update["w"]).max()) == 0.0
+            continue
+        expected, fresh_state = fresh.update(grad, fresh_state, params)
+        assert jnp.allclose(update["w"], expected["w"], rtol=1e-6)

@@ -7,13 +7,14 @@ without TensorFlow.
 """
 
 import dataclasses
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxfundus.data import images, layout, top_source
+from jaxfundus.data import fov, images, layout, top_source
 from jaxfundus.data.labels import CSV_COLUMNS, DISEASES
 
 JPEG_QUALITY = 95
@@ -56,13 +57,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     files: those rows are skipped and listed in bad_rows.csv next to the prepared data.
     """
 
-    def __init__(self, *, strict: bool = False, file_format: str | None = None, **kwargs):
+    def __init__(self, *, strict: bool = False, crop: str = "none",
+                 file_format: str | None = None, **kwargs):
         """strict: refuse to build if any data.csv row is bad, instead of skipping it.
+
+        crop: "fov" crops each colour fundus photograph to its field of view before the
+        letterbox (`jaxfundus.data.fov`; ultra-widefield images are kept whole, images without
+        a usable field are bad rows); "none" stores photographs whole.
 
         file_format defaults to array_record (not TFDS's tfrecord) because training reads
         examples by index through `as_data_source()`.
         """
+        top_source.check_crop(crop)
         self._strict = strict
+        self._crop = crop
         super().__init__(file_format=file_format or "array_record", **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -94,7 +102,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         source_dir = dl_manager.manual_dir
-        scan = top_source.scan_source(source_dir)
+        scan = top_source.scan_source(source_dir, crop=self._crop)
         if self._strict and scan.bad_rows:
             raise top_source.DataError(top_source.strict_refusal(scan))
         if not scan.records:
@@ -105,10 +113,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         # self.data_path is the temporary build directory here, so the report is published
         # together with the data (and vanishes with it if the build fails).
         top_source.write_bad_rows(self.data_path / layout.REPORT_NAME, scan.bad_rows)
+        if self._crop == "fov":
+            top_source.write_fov_report(self.data_path / layout.FOV_NAME, scan.records)
         self.info.metadata.update(
             fingerprint=top_source.source_fingerprint(
-                source_dir, str(self.version), self.builder_config.name
+                source_dir, str(self.version), self.builder_config.name, crop=self._crop
             ),
+            crop=self._crop,
+            # Images cut to their field of view (the others were stored whole; see fov.csv).
+            n_cropped=sum(r.field_of_view is not None and r.field_of_view.action == fov.CROP
+                          for r in scan.records),
             n_rows=scan.n_rows,
             n_kept=len(scan.records),
             n_bad=len(scan.bad_rows),
@@ -122,7 +136,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         size = self.builder_config.image_size
 
         def encode(record: top_source.TopRecord) -> bytes:
-            pixels = images.load_rgb(record.path, min_size=size)
+            found = record.field_of_view
+            if found is None or found.action != fov.CROP:
+                pixels = images.load_rgb(record.path, min_size=size)
+            else:
+                decoded = images.load_rgb(record.path, min_size=_decode_size(found, size))
+                pixels = found.crop(decoded)
             return images.encode_jpeg(images.letterbox(pixels, size), JPEG_QUALITY)
 
         # Decoding, resizing and encoding release the GIL, so threads use every core.
@@ -142,3 +161,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             "labels": np.asarray(record.labels, dtype=np.int32),
                         },
                     )
+
+
+def _decode_size(found: fov.FieldOfView, size: int) -> int:
+    """The JPEG draft size at which the field's box still spans >= `size` px both ways."""
+    (height, width), (top, left, bottom, right) = found.shape, found.box
+    share = min((bottom - top) / height, (right - left) / width)
+    return math.ceil(size / max(share, 1e-6))

@@ -22,7 +22,7 @@ def provenance(report: ReportData) -> str:
         rows.append({
             "run": run.title, "preset": config.get("preset", "?"),
             "image size": config.get("image_size", "?"), "epochs": config.get("epochs", "?"),
-            "seed": config.get("seed", "?"),
+            "seed": config.get("seed", "?"), "init": _start(config),
             "data": {True: "SYNTHETIC", False: "real"}.get(data.get("synthetic"), "?"),
             "fingerprint": data.get("fingerprint", "?"),
             "images / patients": f"{data.get('n_images', '?')} / {data.get('n_patients', '?')}",
@@ -55,3 +55,11 @@ def summary(report: ReportData) -> str:
 def _status_class(row: dict) -> str:
     status = row["status"]
     return "" if status == "trained" else "not-trained" if status == "not trained" else "partial"
+
+
+def _start(config: dict) -> str:
+    """How a run's model started: "scratch", or the init with its weights file and hash."""
+    start = config.get("start") or {"init": config.get("init") or "scratch"}
+    if not start.get("weights_file"):
+        return str(start["init"])
+    return f"{start['init']}: {start['weights_file']} (sha256 {start['weights_sha256'][:12]})"
