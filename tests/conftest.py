@@ -7,6 +7,7 @@ resumes are CPU facts, and subprocesses inherit the same environment.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -35,6 +36,8 @@ TINY_IMAGE_SIZE = 32
 SLOW_ELSEWHERE = (
     "tests/train/test_anomaly.py::",
     "tests/models/test_draem.py::test_training_steps_lower_the_loss_deterministically",
+    "tests/models/test_draem.py::test_anomaly_map_is_a_probability_per_pixel",
+    "tests/models/test_keras_weights.py::test_load_backbone_",  # a ResNet-18 file per test
 )
 
 
@@ -44,23 +47,30 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-@dataclasses.dataclass(frozen=True)
 class TinyData:
-    source_dir: Path  # TOP layout: data.csv + img/ (+ masks/)
-    data_dir: Path  # prepared TFDS dataset at TINY_IMAGE_SIZE
+    """The tiny synthetic TOP dataset: generated at once, prepared (TFDS) on first use."""
+
+    def __init__(self, source_dir: Path, prepared_dir: Path) -> None:
+        self.source_dir = source_dir  # TOP layout: data.csv + img/ (+ masks/)
+        self._prepared_dir = prepared_dir
+
+    @functools.cached_property
+    def data_dir(self) -> Path:
+        """The prepared TFDS dataset at TINY_IMAGE_SIZE (built here, once per session)."""
+        from jaxfundus.data.tfds_dataset import build_dataset
+
+        build_dataset(self.source_dir, self._prepared_dir, image_size=TINY_IMAGE_SIZE)
+        return self._prepared_dir
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> TinyData:
-    from jaxfundus.data.tfds_dataset import build_dataset
     from jaxfundus.synthetic import generate
 
     source = tmp_path_factory.mktemp("tiny-top") / "source"
     generate(source, scale=0.02, seed=0, width=128, height=96, min_images_per_class=16,
              masks=True, workers=1)
-    data_dir = tmp_path_factory.mktemp("tiny-tfds")
-    build_dataset(source, data_dir, image_size=TINY_IMAGE_SIZE)
-    return TinyData(source, data_dir)
+    return TinyData(source, tmp_path_factory.mktemp("tiny-tfds"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -48,6 +48,7 @@ def _write_run(workdir: Path, task: str, model: str, signal: float, seed: int) -
         runs.write_fold_results(directory, predictions, metrics)
 
 
+@pytest.mark.slow  # a fresh interpreter through invoke
 def test_invoke_compare_on_identical_predictions_gives_zero_and_p_one(tmp_path):
     for model in ("simple-cnn", "resnet50"):
         _write_run(tmp_path, "binary", model, signal=1.0, seed=1)  # same seed: same files

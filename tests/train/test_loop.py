@@ -79,6 +79,7 @@ def test_divergence_names_the_step_range_and_keeps_the_last_good_checkpoint(tiny
         assert f"the last good checkpoint (step {n_steps})" in message and kept == [str(n_steps)]
 
 
+@pytest.mark.slow
 def test_bfloat16_training_follows_float32_losses(tiny_data):
     """Same data, same initial weights: bf16 compute (f32 params, optimizer and BatchNorm
     statistics) tracks f32 losses within 2% over five steps."""
