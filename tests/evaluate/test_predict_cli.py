@@ -158,14 +158,14 @@ def test_calibrated_run_predicts_with_each_folds_validation_temperature(trained,
 @pytest.mark.slow
 def test_training_draws_saliency_grids_and_measures_them_against_lesion_masks(trained, tmp_path):
     workdir = tmp_path / "runs"
-    shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns("checkpoints"))
-    run = workdir / "three-class" / "simple-cnn"
+    shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns(runs.CHECKPOINTS))
     # One row per class (every class has test images in every fold), 2 right + 2 wrong cells.
     grid_size = (2 * EXAMPLES_PER_CELL * (CELL + GAP) + GAP, TITLE + 3 * (CAPTION + CELL + GAP))
     for fold in range(4):
-        with Image.open(run / f"fold-{fold}" / "saliency.png") as grid:
+        directory = runs.fold_directory(workdir, "three-class", "simple-cnn", fold)
+        with Image.open(directory / runs.SALIENCY) as grid:
             assert grid.size == grid_size
-        metrics = json.loads((run / f"fold-{fold}" / "metrics.json").read_text())
+        metrics = json.loads((directory / runs.METRICS).read_text())
         auroc, counts = metrics["saliency_pixel_auroc"], metrics["n_saliency_images"]
         assert set(auroc) == {"normal", "Gla", "DR"}
         assert auroc["normal"] is None  # normal images have no lesion pixels
@@ -182,7 +182,7 @@ def test_training_draws_saliency_grids_and_measures_them_against_lesion_masks(tr
     recomputed = localisation(predictor.method.explainer(predictor.states[0]), dataset, test,
                               truth, predictor.spec.classes, config.image_size,
                               predictor.method.normalization)
-    fold0 = json.loads((run / "fold-0" / "metrics.json").read_text())
+    fold0 = predictor.folds[0].metrics
     assert recomputed["n_saliency_images"] == fold0["n_saliency_images"]
     for name, value in fold0["saliency_pixel_auroc"].items():
         assert recomputed["saliency_pixel_auroc"][name] == pytest.approx(value, abs=1e-6)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxfundus import commands
+from jaxfundus import commands, runs
 from jaxfundus.config import ConfigError, load_task, resolve_config
 from jaxfundus.data.datasets import open_dataset
 from jaxfundus.data.pipeline import steps_per_epoch, train_batches
@@ -299,17 +299,17 @@ def test_imagenet_init_trains_evaluates_predicts_and_resumes_without_the_file(
     assert summary["folds_done"] == 1
     assert any("init imagenet (backbone lr x0.1, frozen for 1 epoch(s))" in line
                for line in lines)
-    run = tmp_path / "runs" / "binary" / MODEL / "fold-0"
-    config = json.loads((run / "config.json").read_text())
+    run = runs.fold_directory(tmp_path / "runs", "binary", MODEL, 0)
+    config = json.loads((run / runs.CONFIG).read_text())
     assert (config["init"], config["freeze_epochs"]) == ("imagenet", 1)
-    predictions = (run / "predictions.csv").read_text()
+    predictions = (run / runs.PREDICTIONS).read_text()
 
     # Evaluation and prediction restore the checkpoint and normalise as training did; the
     # weights file is not needed.
     converted.unlink()
     commands.evaluate(task="binary", model=MODEL, workdir=str(tmp_path / "runs"),
                       log=lambda _: None)
-    assert (run / "predictions.csv").read_text() == predictions
+    assert (run / runs.PREDICTIONS).read_text() == predictions
     predictor = Predictor(tmp_path / "runs", "binary", MODEL)
     assert predictor.method.normalization == "caffe"
     image = next((tiny_data.source_dir / "img").iterdir())
@@ -317,7 +317,7 @@ def test_imagenet_init_trains_evaluates_predicts_and_resumes_without_the_file(
 
     # A resumed run continues from its checkpoint, not from the (now different) weights file.
     converted.write_bytes(backbone_file.read_bytes())
-    (run / "metrics.json").unlink()
+    (run / runs.METRICS).unlink()
     _, lines = _train(tiny_data, tmp_path / "runs", init="imagenet", freeze_epochs=1)
     assert any("resuming from checkpoint" in line for line in lines)
-    assert (run / "predictions.csv").read_text() == predictions
+    assert (run / runs.PREDICTIONS).read_text() == predictions

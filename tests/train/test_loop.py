@@ -72,7 +72,7 @@ def test_divergence_names_the_step_range_and_keeps_the_last_good_checkpoint(tiny
         trainer.fit(fold.data("train"), fold.data("val"), tmp_path, log=lambda _: None)
     message = str(caught.value)
     assert "non-finite in steps 1-" in message or f"steps {n_steps + 1}-" in message
-    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    kept = sorted(p.name for p in (tmp_path / runs.CHECKPOINTS).iterdir() if p.name.isdigit())
     if "steps 1-" in message:
         assert "no checkpoint was saved yet" in message and kept == []
     else:
