@@ -1,37 +1,76 @@
-"""Shared fixtures: one tiny synthetic TOP dataset, generated and built by the real code."""
+"""Shared fixtures: one tiny synthetic TOP dataset, generated and built by the real code.
+
+The suite runs on the CPU backend whatever is installed: expected device strings and bit-exact
+resumes are CPU facts, and subprocesses inherit the same environment.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from jaxfundus.host_memory import retain_freed_memory
 
+# Before anything imports jax (jax reads these once, at import): the CPU backend, one host
+# device unless a test asks for more, and no compilation cache chosen by the user's environment
+# (tests get a private one under their own XDG_CACHE_HOME, see _private_cache).
+os.environ["JAX_PLATFORMS"] = "cpu"
+for _name in ("JAX_COMPILATION_CACHE_DIR", "JAXFUNDUS_COMPILATION_CACHE"):
+    os.environ.pop(_name, None)
+if "XLA_FLAGS" in os.environ:
+    os.environ["XLA_FLAGS"] = " ".join(
+        flag for flag in os.environ["XLA_FLAGS"].split()
+        if not flag.startswith("--xla_force_host_platform_device_count"))
+
 # pytest is an entry point too: tune the allocator as tasks.py does, before any test imports jax.
 retain_freed_memory()
 
 TINY_IMAGE_SIZE = 32
+# Tests that train, in files other work is changing now: marked slow here until their files
+# carry the mark themselves (node-id prefixes).
+SLOW_ELSEWHERE = (
+    "tests/train/test_anomaly.py::",
+    "tests/models/test_draem.py::test_training_steps_lower_the_loss_deterministically",
+    "tests/models/test_draem.py::test_anomaly_map_is_a_probability_per_pixel",
+    "tests/models/test_keras_weights.py::test_load_backbone_",  # a ResNet-18 file per test
+)
 
 
-@dataclasses.dataclass(frozen=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(SLOW_ELSEWHERE):
+            item.add_marker(pytest.mark.slow)
+
+
 class TinyData:
-    source_dir: Path  # TOP layout: data.csv + img/ (+ masks/)
-    data_dir: Path  # prepared TFDS dataset at TINY_IMAGE_SIZE
+    """The tiny synthetic TOP dataset: generated at once, prepared (TFDS) on first use."""
+
+    def __init__(self, source_dir: Path, prepared_dir: Path) -> None:
+        self.source_dir = source_dir  # TOP layout: data.csv + img/ (+ masks/)
+        self._prepared_dir = prepared_dir
+
+    @functools.cached_property
+    def data_dir(self) -> Path:
+        """The prepared TFDS dataset at TINY_IMAGE_SIZE (built here, once per session)."""
+        from jaxfundus.data.tfds_dataset import build_dataset
+
+        build_dataset(self.source_dir, self._prepared_dir, image_size=TINY_IMAGE_SIZE)
+        return self._prepared_dir
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> TinyData:
-    from jaxfundus.data.tfds_dataset import build_dataset
     from jaxfundus.synthetic import generate
 
     source = tmp_path_factory.mktemp("tiny-top") / "source"
     generate(source, scale=0.02, seed=0, width=128, height=96, min_images_per_class=16,
              masks=True, workers=1)
-    data_dir = tmp_path_factory.mktemp("tiny-tfds")
-    build_dataset(source, data_dir, image_size=TINY_IMAGE_SIZE)
-    return TinyData(source, data_dir)
+    return TinyData(source, tmp_path_factory.mktemp("tiny-tfds"))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -41,3 +80,53 @@ def _private_cache(tmp_path_factory):
     mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
     yield
     mp.undo()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A finished run in `workdir`: one task x model (holdout: fold 0), trained by
+    `commands.train` with `settings` on `data_dir`."""
+
+    workdir: Path
+    data_dir: Path
+    task: str
+    model: str
+    settings: dict
+
+    @property
+    def fold(self) -> Path:
+        from jaxfundus import runs
+
+        return runs.fold_directory(self.workdir, self.task, self.model, 0)
+
+    @property
+    def epochs(self) -> int:
+        return self.settings["epochs"]
+
+    @property
+    def patience(self) -> int:
+        return self.settings["patience"]
+
+    def train(self, log=lambda _: None, **extra) -> list[dict]:
+        """`commands.train` of this run with its settings (and `extra`, e.g. retrain=True)."""
+        from jaxfundus import commands
+
+        return commands.train(task=self.task, model=self.model, data_dir=str(self.data_dir),
+                              workdir=str(self.workdir), log=log, **self.settings, **extra)
+
+    def copy_to(self, directory: Path) -> TrainedRun:
+        """The same run in a copy of its workdir under `directory`, for a test to change."""
+        shutil.copytree(self.workdir, directory / "runs")
+        return dataclasses.replace(self, workdir=directory / "runs")
+
+
+@pytest.fixture(scope="session")
+def early_stopped_run(tiny_data, tmp_path_factory) -> TrainedRun:
+    """binary / simple-cnn for up to 8 epochs with patience 2, at a learning rate at which the
+    validation score peaks early: training stops before epoch 8 and the best checkpoint is not
+    the latest. Read-only: tests change a `copy_to` copy."""
+    run = TrainedRun(tmp_path_factory.mktemp("early-stopped"), tiny_data.data_dir, "binary",
+                     "simple-cnn", {"preset": "smoke", "epochs": 8, "patience": 2,
+                                    "learning_rate": 3e-3})
+    run.train()
+    return run

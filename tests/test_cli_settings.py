@@ -34,6 +34,7 @@ def test_set_values_reach_the_trained_run(tiny_data, tmp_path):
     assert config.image_size == 32  # the smoke preset's, as nothing set it
 
 
+@pytest.mark.slow
 def test_unknown_or_badly_typed_settings_are_one_line_errors(tmp_path):
     unknown = _invoke("train", "--task=binary", "--set", "epoch=1", f"--workdir={tmp_path}")
     assert unknown.returncode == 1

@@ -19,8 +19,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
-                                reason="the probe reads glibc's chunk header")
+pytestmark = [
+    pytest.mark.slow,  # each probe is a fresh interpreter importing every module
+    pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
+                       reason="the probe reads glibc's chunk header"),
+]
 
 PROBE = textwrap.dedent(
     """

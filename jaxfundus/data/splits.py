@@ -11,6 +11,8 @@ import warnings
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from jaxfundus.config import ConfigError
+
 TRAIN, VAL, TEST = "train", "val", "test"
 
 
@@ -60,7 +62,9 @@ def _fold_mask(
 ) -> np.ndarray:
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
-        raise ValueError(f"{n_groups} patients cannot be split into {n_splits} patient groups")
+        raise ConfigError(f"{n_groups} patients cannot be split into {n_splits} patient groups "
+                          "(each patient's images stay together): use data with more patients, "
+                          "fewer folds or a larger split fraction")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         # Rare classes with fewer patients than folds are expected (e.g. AO); they still split.

@@ -10,6 +10,7 @@ usable one is a refused row too.
 import csv
 import dataclasses
 import hashlib
+import io
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -173,8 +174,7 @@ def check_source(source_dir: str | os.PathLike) -> None:
         )
     if not image_dir.is_dir():
         raise SourceError(f"{image_dir}/ not found: TOP images belong in {IMAGE_DIR}/<filename>")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        _read_header(csv.reader(f), csv_path)
+    _read_header(csv.reader(_csv_lines(csv_path)), csv_path)
 
 
 def check_crop(crop: str) -> None:
@@ -245,8 +245,22 @@ def strict_refusal(scan: SourceScan) -> str:
     )
 
 
+def _csv_lines(csv_path: Path) -> io.StringIO:
+    """data.csv's text for csv.reader; SourceError naming the line of a byte that is not UTF-8."""
+    data = csv_path.read_bytes()
+    try:
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise SourceError(
+            f"{csv_path}: line {line} is not UTF-8 text (byte 0x{data[error.start]:02x}); "
+            "save data.csv as UTF-8 (CSV UTF-8 in spreadsheet programs)"
+        ) from None
+    return io.StringIO(text, newline="")
+
+
 def _read_header(reader, csv_path: Path) -> list[str]:
-    # utf-8-sig (callers' encoding): spreadsheet exports often start with a byte-order mark.
     header = [name.strip() for name in next(reader, [])]
     missing = [name for name in CSV_COLUMNS if name not in header]
     if missing:
@@ -265,19 +279,18 @@ class _RawRow(NamedTuple):
 
 def _read_rows(csv_path: Path) -> list[_RawRow]:
     """Every non-blank data row with its line number; checks the header first."""
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = _read_header(reader, csv_path)
-        rows = []
-        for fields in reader:
-            if not any(field.strip() for field in fields):
-                continue  # blank line, e.g. a trailing newline from an editor
-            padded = [*fields, *[""] * (len(header) - len(fields))]
-            values = {name: value.strip() for name, value in zip(header, padded, strict=False)}
-            width_error = None
-            if len(fields) != len(header):
-                width_error = f"row has {len(fields)} fields, the header has {len(header)}"
-            rows.append(_RawRow(reader.line_num, values, width_error))
+    reader = csv.reader(_csv_lines(csv_path))
+    header = _read_header(reader, csv_path)
+    rows = []
+    for fields in reader:
+        if not any(field.strip() for field in fields):
+            continue  # blank line, e.g. a trailing newline from an editor
+        padded = [*fields, *[""] * (len(header) - len(fields))]
+        values = {name: value.strip() for name, value in zip(header, padded, strict=False)}
+        width_error = None
+        if len(fields) != len(header):
+            width_error = f"row has {len(fields)} fields, the header has {len(header)}"
+        rows.append(_RawRow(reader.line_num, values, width_error))
     return rows
 
 

@@ -96,6 +96,25 @@ class LoopState:
     def early_stopped(self, patience: int) -> bool:
         return patience > 0 and self.epochs_without_improvement >= patience
 
+    def end_epoch(self, row: dict[str, float], score: float) -> bool:
+        """Record a finished epoch (its history `row` and validation `score`, higher is
+        better); True when it is the new best.
+
+        The first of tied scores stays the best. A NaN score is never the best, except for
+        the first epoch (some epoch must be kept), which the next finite score replaces.
+        """
+        self.epoch, self.step_in_epoch, self.sums = self.epoch + 1, 0, {}
+        self.history = [*self.history, row]
+        improved = self.best_value is None or (math.isfinite(score) and (
+            not math.isfinite(self.best_value) or score > self.best_value))
+        if improved:
+            self.best_value, self.best_epoch, self.best_step = score, self.epoch, self.step
+            self.best_rank += 1
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        return improved
+
 
 @dataclasses.dataclass
 class FitResult:
@@ -158,6 +177,8 @@ class Trainer:
                 state = self._run_epoch(state, iterator, loop, n_steps, val, checkpoints,
                                         run_dir, writer, log)
             checkpoints.wait()
+            if writer is not None:  # a run killed before it wrote its last epoch's row
+                write_history(run_dir, loop.history)
             if loop.best_step is not None and loop.best_step != loop.step:
                 state, _ = checkpoints.restore(loop.best_step,
                                                abstract_like(state, parallel.replicated))
@@ -259,17 +280,7 @@ class Trainer:
         val_metrics = method.validation_metrics(self.predict(state, val), val.targets)
         row.update({f"val_{k}": v for k, v in val_metrics.items()})
         row["seconds"] = round(time.perf_counter() - start, 2)
-        score = val_metrics[method.selection_metric]
-        improved = loop.best_value is None or (
-            math.isfinite(score) and score > loop.best_value)
-        loop.epoch, loop.step_in_epoch, loop.sums = loop.epoch + 1, 0, {}
-        loop.history = [*loop.history, row]
-        if improved:
-            loop.best_value, loop.best_epoch, loop.best_step = score, loop.epoch, loop.step
-            loop.best_rank += 1
-            loop.epochs_without_improvement = 0
-        else:
-            loop.epochs_without_improvement += 1
+        improved = loop.end_epoch(row, val_metrics[method.selection_metric])
         checkpoints.save(loop.step, state, iterator, loop.to_json(),
                          best_rank=loop.best_rank if improved else None)
         if writer is not None:

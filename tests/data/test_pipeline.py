@@ -97,6 +97,7 @@ def test_eval_batches_cover_every_row_once_with_padding_masked():
     assert sum((~b["mask"]).sum() for b in batches) == 4
 
 
+@pytest.mark.slow  # starts Grain worker processes
 def test_worker_processes_give_identical_batches():
     kwargs = dict(image_size=16, global_batch=8, epochs=1, seed=3)
     inline = [b["image"] for b in train_batches(_source(), np.arange(40), np.zeros(40), **kwargs)]

@@ -129,3 +129,57 @@ def test_study_compositions_make_the_test_set_anomalous_heavy():
         if test_set == "study-reduced":
             assert abs(n_anomalous / full - 866 / 1736) < 0.02
     assert share["study-imbalanced"] > share["study-reduced"] > share["patients"]
+
+
+def test_holdout_keeps_each_class_share_in_every_split():
+    rng = np.random.default_rng(5)
+    patients = np.arange(400)
+    patient_class = rng.choice(3, size=400, p=[0.6, 0.3, 0.1])
+    images = rng.integers(1, 4, size=400)  # 1-3 images per patient, all of one class
+    groups = np.repeat([f"{p:05d}" for p in patients], images)
+    strata = np.repeat(patient_class, images)
+    split = assign_splits(groups, strata, seed=0)
+    overall = np.bincount(strata, minlength=3) / len(strata)
+    for name in ("train", "val", "test"):
+        share = np.bincount(strata[split == name], minlength=3) / np.sum(split == name)
+        np.testing.assert_allclose(share, overall, atol=0.03, err_msg=name)
+
+
+@pytest.mark.parametrize("fractions", [{"test_fraction": 0.0}, {"test_fraction": 1.0},
+                                       {"val_fraction": 1.5}, {"val_fraction": -0.2}])
+def test_a_fraction_outside_zero_one_is_refused(fractions):
+    groups, strata = _groups_and_strata()
+    value = next(iter(fractions.values()))
+    with pytest.raises(ValueError, match=rf"split fraction must be in \(0, 1\), got {value}"):
+        assign_splits(groups, strata, seed=0, **fractions)
+
+
+def test_fewer_patients_than_folds_is_a_config_error_saying_what_to_change():
+    from jaxfundus.config import ConfigError
+
+    groups = np.array(["00001", "00001", "00002", "00003", "00003"])  # 3 patients, 5 images
+    strata = np.array([0, 0, 1, 0, 0])
+    with pytest.raises(ConfigError, match="^3 patients cannot be split into 4 patient groups "
+                                          r"\(each patient's images stay together\): use data "
+                                          "with more patients, fewer folds"):
+        assign_splits(groups, strata, seed=0, folds=4, fold=0)
+
+
+def test_unknown_anomaly_test_set_is_refused():
+    from jaxfundus.data.splits import assign_anomaly_splits
+
+    groups, labels = _anomaly_data()
+    with pytest.raises(ValueError, match="^unknown anomaly test set 'study'$"):
+        assign_anomaly_splits(groups, labels, seed=0, test_set="study")
+
+
+@pytest.mark.parametrize("test_set", ["patients", "study-imbalanced", "study-reduced"])
+def test_anomaly_split_is_the_same_for_the_same_seed(test_set):
+    from jaxfundus.data.splits import assign_anomaly_splits
+
+    groups, labels = _anomaly_data()
+    first = assign_anomaly_splits(groups, labels, seed=4, test_set=test_set)
+    assert np.array_equal(first, assign_anomaly_splits(groups, labels, seed=4,
+                                                       test_set=test_set))
+    assert not np.array_equal(first, assign_anomaly_splits(groups, labels, seed=5,
+                                                           test_set=test_set))

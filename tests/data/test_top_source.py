@@ -235,3 +235,97 @@ def test_letterbox_pads_the_short_side_centred_with_black():
     assert (boxed[8:56] == 200).all()
     tall = images.letterbox(np.full((100, 50, 3), 9, np.uint8), 32)
     assert (tall[:, :8] == 0).all() and (tall[:, 8:24] == 9).all() and (tall[:, 24:] == 0).all()
+
+
+def _csv_line(filename: str, age: str = "67") -> str:
+    return ",".join([filename, "00012", age, "M", "R", *["0"] * len(DISEASES)])
+
+
+def _raw_source(tmp_path, text: str | bytes, images=("a.jpg", "b.jpg")):
+    """A TOP directory whose data.csv is exactly `text` (str: written as UTF-8)."""
+    for i, name in enumerate(images):
+        _jpeg(tmp_path / "img" / name, seed=i)
+    data = text.encode() if isinstance(text, str) else text
+    (tmp_path / "data.csv").write_bytes(data)
+    return tmp_path
+
+
+def test_missing_img_directory_is_a_hard_error_naming_it(tmp_path):
+    _source(tmp_path, [_row("a.jpg")])
+    (tmp_path / "img" / "a.jpg").unlink()
+    (tmp_path / "img").rmdir()
+    with pytest.raises(top_source.SourceError, match=f"^{tmp_path / 'img'}/ not found"):
+        top_source.scan_source(tmp_path)
+
+
+def test_header_with_byte_order_mark_and_spaces_is_read(tmp_path):
+    header = "\ufeff" + ", ".join(f" {name}" for name in CSV_COLUMNS)
+    source = _raw_source(tmp_path, f"{header}\r\n{_csv_line('a.jpg')}\r\n")
+    scan = top_source.scan_source(source)
+    assert scan.bad_rows == [] and [r.filename for r in scan.records] == ["a.jpg"]
+    assert (scan.records[0].row, scan.records[0].age) == (2, 67)
+
+
+def test_blank_lines_are_skipped_and_rows_keep_their_line_numbers(tmp_path):
+    header = ",".join(CSV_COLUMNS)
+    text = f"{header}\n\n{_csv_line('a.jpg')}\n , ,\n\n{_csv_line('b.jpg', age='old')}\n\n"
+    scan = top_source.scan_source(_raw_source(tmp_path, text))
+    assert scan.n_rows == 2 and [(r.row, r.filename) for r in scan.records] == [(3, "a.jpg")]
+    assert [(b.row, b.filename) for b in scan.bad_rows] == [(6, "b.jpg")]
+
+
+def test_empty_filenames_are_each_refused_not_paired_as_duplicates(tmp_path):
+    scan = top_source.scan_source(_source(tmp_path, [_row(""), _row("a.jpg"), _row("")]))
+    assert [r.filename for r in scan.records] == ["a.jpg"]
+    assert scan.bad_rows == [top_source.BadRow(2, "", "filename is empty"),
+                             top_source.BadRow(4, "", "filename is empty")]
+    assert top_source.format_bad_rows(scan.bad_rows).splitlines() == [
+        "  line 2: <empty>: filename is empty", "  line 4: <empty>: filename is empty"]
+
+
+@pytest.mark.parametrize("filename", ["C:x.jpg", "C:/x.jpg", "D:\\photos\\x.jpg"])
+def test_windows_drive_path_is_refused(tmp_path, filename):
+    source = _source(tmp_path, [_row("a.jpg"), _row(filename)])
+    if "/" not in filename and "\\" not in filename:
+        _jpeg(source / "img" / filename)  # a legal file name on Linux: refused all the same
+    bad = _only_bad(top_source.scan_source(source))
+    assert bad == top_source.BadRow(
+        3, filename, f"filename {filename!r} points outside img/ (use a name relative to it)")
+
+
+def test_age_above_130_is_refused_and_130_kept(tmp_path):
+    rows = [_row("a.jpg", age="130"), _row("b.jpg", age="131")]
+    scan = top_source.scan_source(_source(tmp_path, rows))
+    assert [(r.filename, r.age) for r in scan.records] == [("a.jpg", 130)]
+    assert _only_bad(scan) == top_source.BadRow(
+        3, "b.jpg", "age '131' is not a whole number of years in 0..130")
+
+
+def test_row_with_too_many_fields_is_refused(tmp_path):
+    header = ",".join(CSV_COLUMNS)
+    text = f"{header}\n{_csv_line('a.jpg')}\n{_csv_line('b.jpg')},extra\n"
+    bad = _only_bad(top_source.scan_source(_raw_source(tmp_path, text)))
+    assert bad == top_source.BadRow(
+        3, "b.jpg", f"row has {len(CSV_COLUMNS) + 1} fields, the header has {len(CSV_COLUMNS)}")
+
+
+def test_data_csv_that_is_not_utf8_is_one_error_naming_the_line(tmp_path):
+    header = ",".join(CSV_COLUMNS)
+    accented = _csv_line("caf\xe9.jpg")  # é as Latin-1: one byte 0xe9
+    text = f"{header}\n{_csv_line('a.jpg')}\n{accented}\n".encode("latin-1")
+    source = _raw_source(tmp_path, text)
+    message = f"^{source / 'data.csv'}: line 3 is not UTF-8 text \\(byte 0xe9\\); save data.csv"
+    with pytest.raises(top_source.SourceError, match=message):
+        top_source.scan_source(source)
+    with pytest.raises(top_source.SourceError, match=message):
+        top_source.check_source(source)
+
+
+def test_format_bad_rows_lists_each_row_up_to_the_limit():
+    bad = [top_source.BadRow(row, f"{row}.jpg", "image file is missing") for row in range(2, 7)]
+    assert top_source.format_bad_rows(bad, limit=2).splitlines() == [
+        "  line 2: 2.jpg: image file is missing", "  line 3: 3.jpg: image file is missing",
+        "  ... and 3 more"]
+    assert len(top_source.format_bad_rows(bad, limit=None).splitlines()) == 5
+    assert top_source.format_bad_rows(bad, limit=5) == top_source.format_bad_rows(bad, limit=None)
+    assert top_source.format_bad_rows([]) == ""

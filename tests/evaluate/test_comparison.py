@@ -48,10 +48,11 @@ def _write_run(workdir: Path, task: str, model: str, signal: float, seed: int) -
         runs.write_fold_results(directory, predictions, metrics)
 
 
+@pytest.mark.slow  # a fresh interpreter through invoke
 def test_invoke_compare_on_identical_predictions_gives_zero_and_p_one(tmp_path):
     for model in ("simple-cnn", "resnet50"):
         _write_run(tmp_path, "binary", model, signal=1.0, seed=1)  # same seed: same files
-    a, b = (tmp_path / "binary" / m / "fold-0" / "predictions.csv"
+    a, b = (runs.fold_directory(tmp_path, "binary", m, 0) / runs.PREDICTIONS
             for m in ("simple-cnn", "resnet50"))
     assert a.read_bytes() == b.read_bytes()
     result = subprocess.run([sys.executable, "-m", "invoke", "compare", "--task=binary",
@@ -71,7 +72,7 @@ def test_a_better_model_shows_a_positive_difference_with_delong_p(tmp_path):
     _write_run(tmp_path, "binary", "resnet50", signal=2.5, seed=1)
     _write_run(tmp_path, "binary", "simple-cnn", signal=0.2, seed=2)
     [record] = commands.compare(task="binary", workdir=str(tmp_path), log=lambda _: None)
-    a, b = (pd.read_csv(tmp_path / "binary" / m / "fold-0" / "predictions.csv")
+    a, b = (runs.read_fold(tmp_path, "binary", m, 0).predictions()
             for m in ("simple-cnn", "resnet50"))
     y = (a["label"] == "abnormal").to_numpy()
     assert record["auroc_a"] == pytest.approx(skm.roc_auc_score(y, a["prob_abnormal"]))
@@ -96,8 +97,8 @@ def test_multi_class_compares_pooled_macro_auroc_by_bootstrap_only(tmp_path):
     _write_run(tmp_path, "three-class", "inception-v3", signal=0.3, seed=5)
     [worse] = commands.compare(task="three-class", workdir=str(tmp_path), log=lambda _: None)
     assert (worse["model_a"], worse["model_b"]) == ("inception-v3", "resnet50")  # task order
-    pooled = pd.concat(pd.read_csv(tmp_path / "three-class" / "resnet50" / f"fold-{k}" /
-                                   "predictions.csv") for k in range(4))
+    pooled = pd.concat(runs.read_fold(tmp_path, "three-class", "resnet50", k).predictions()
+                       for k in range(4))
     classes = load_task("three-class").classes
     expected = np.mean([skm.roc_auc_score(pooled["label"] == c, pooled[f"prob_{c}"])
                         for c in classes])

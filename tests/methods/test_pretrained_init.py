@@ -10,6 +10,7 @@ that compile it are marked slow.
 from __future__ import annotations
 
 import json
+import types
 
 import h5py
 import jax
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxfundus import commands
+from jaxfundus import commands, runs
 from jaxfundus.config import ConfigError, load_task, resolve_config
 from jaxfundus.data.datasets import open_dataset
 from jaxfundus.data.pipeline import steps_per_epoch, train_batches
@@ -48,14 +49,15 @@ def _random_backbone(model_name: str, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = {}
     for key, variable in backbone_variables(model).items():
-        shape = variable.shape
+        shape, f32 = variable.shape, np.float32  # drawn in float32: ResNet-50 is 23M values
         if key.endswith("/var"):
-            arrays[key] = rng.uniform(0.5, 1.5, shape)
+            arrays[key] = 0.5 + rng.random(shape, f32)
         elif key.endswith("/scale"):
-            arrays[key] = rng.uniform(0.5, 1.0, shape)
+            arrays[key] = 0.5 + 0.5 * rng.random(shape, f32)
         else:
-            arrays[key] = rng.normal(0, 0.05 if key.endswith("/kernel") else 0.2, shape)
-    return {key: array.astype(np.float32) for key, array in arrays.items()}
+            scale = 0.05 if key.endswith("/kernel") else 0.2
+            arrays[key] = f32(scale) * rng.standard_normal(shape, f32)
+    return arrays
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +97,15 @@ def _backbone_of(method, state) -> dict[str, np.ndarray]:
 # -- before training ---------------------------------------------------------------------------
 
 
-def test_mismatched_weights_file_fails_before_training_with_one_line(tiny_data, tmp_path,
-                                                                     backbone_file):
+def _untouched_data(tmp_path) -> types.SimpleNamespace:
+    """In place of tiny_data: a data folder that does not exist, so a check that must come
+    before any data is opened fails first (and the folder is never created)."""
+    return types.SimpleNamespace(data_dir=tmp_path / "no-data")
+
+
+@pytest.mark.slow  # writes and reads three ResNet-50-sized weights files
+def test_mismatched_weights_file_fails_before_training_with_one_line(tmp_path, backbone_file):
+    tiny_data = _untouched_data(tmp_path)
     arrays, _ = read_backbone(backbone_file)
     key = "blocks/3/spatial/conv/kernel"
     original = arrays[key]
@@ -111,11 +120,11 @@ def test_mismatched_weights_file_fails_before_training_with_one_line(tiny_data, 
     message = _one_line(lambda: _train(tiny_data, tmp_path / "runs", init=str(wrong)))
     assert "stem/conv/kernel is missing" in message
     # Nothing was prepared or trained.
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs").exists() and not tiny_data.data_dir.exists()
 
 
-def test_missing_or_foreign_weights_file_fails_before_training(tiny_data, tmp_path,
-                                                               backbone_file):
+def test_missing_or_foreign_weights_file_fails_before_training(tmp_path, backbone_file):
+    tiny_data = _untouched_data(tmp_path)
     absent = tmp_path / "absent.safetensors"
     message = _one_line(lambda: _train(tiny_data, tmp_path / "runs", init=str(absent)))
     assert str(absent) in message and "invoke weights" in message
@@ -130,7 +139,7 @@ def test_missing_or_foreign_weights_file_fails_before_training(tiny_data, tmp_pa
         task="binary", model="simple-cnn", preset="smoke", init="imagenet",
         data_dir=str(tiny_data.data_dir), workdir=str(tmp_path / "runs"), log=lambda _: None))
     assert "no ImageNet weights for 'simple-cnn'" in message
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs").exists() and not tiny_data.data_dir.exists()
 
 
 def test_fine_tuning_settings_are_checked():
@@ -163,6 +172,7 @@ def test_paper_preset_starts_from_imagenet_only_when_the_cache_has_the_file(
     assert (resolved[0].freeze_epochs, resolved[0].backbone_lr_scale) == (1, 0.1)
 
 
+@pytest.mark.slow  # builds ResNet-50 and Inception-v3 methods
 def test_normalisation_follows_the_initialisation(backbone_file):
     spec = load_task("three-class")
 
@@ -289,17 +299,17 @@ def test_imagenet_init_trains_evaluates_predicts_and_resumes_without_the_file(
     assert summary["folds_done"] == 1
     assert any("init imagenet (backbone lr x0.1, frozen for 1 epoch(s))" in line
                for line in lines)
-    run = tmp_path / "runs" / "binary" / MODEL / "fold-0"
-    config = json.loads((run / "config.json").read_text())
+    run = runs.fold_directory(tmp_path / "runs", "binary", MODEL, 0)
+    config = json.loads((run / runs.CONFIG).read_text())
     assert (config["init"], config["freeze_epochs"]) == ("imagenet", 1)
-    predictions = (run / "predictions.csv").read_text()
+    predictions = (run / runs.PREDICTIONS).read_text()
 
     # Evaluation and prediction restore the checkpoint and normalise as training did; the
     # weights file is not needed.
     converted.unlink()
     commands.evaluate(task="binary", model=MODEL, workdir=str(tmp_path / "runs"),
                       log=lambda _: None)
-    assert (run / "predictions.csv").read_text() == predictions
+    assert (run / runs.PREDICTIONS).read_text() == predictions
     predictor = Predictor(tmp_path / "runs", "binary", MODEL)
     assert predictor.method.normalization == "caffe"
     image = next((tiny_data.source_dir / "img").iterdir())
@@ -307,7 +317,7 @@ def test_imagenet_init_trains_evaluates_predicts_and_resumes_without_the_file(
 
     # A resumed run continues from its checkpoint, not from the (now different) weights file.
     converted.write_bytes(backbone_file.read_bytes())
-    (run / "metrics.json").unlink()
+    (run / runs.METRICS).unlink()
     _, lines = _train(tiny_data, tmp_path / "runs", init="imagenet", freeze_epochs=1)
     assert any("resuming from checkpoint" in line for line in lines)
-    assert (run / "predictions.csv").read_text() == predictions
+    assert (run / runs.PREDICTIONS).read_text() == predictions

@@ -72,7 +72,9 @@ def test_registry_names_and_unknown_name():
         build_classifier("vgg16", 2, rngs=rngs())
 
 
-@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=[pytest.mark.slow] if name in BACKBONE_PARAMS else [])
+    for name in sorted(CLASSIFIERS)])  # slow: tracing a full-size network takes seconds
 def test_bfloat16_forward_shape_and_parameter_count(name):
     model = nnx.eval_shape(lambda: build_classifier(name, 3, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
     out = abstract_forward(model, (2, 32, 32, 3))
@@ -88,6 +90,7 @@ def test_bfloat16_forward_shape_and_parameter_count(name):
         assert count(params) == BACKBONE_PARAMS[name] + BACKBONE_WIDTH[name] * 3 + 3
 
 
+@pytest.mark.slow  # traces the full Inception-v3
 def test_inception_stem_keeps_keras_sizes_from_75_px():
     model = nnx.eval_shape(lambda: build_classifier("inception-v3", 1, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(model)
@@ -104,7 +107,7 @@ def test_inception_stem_keeps_keras_sizes_from_75_px():
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(name, marks=[pytest.mark.slow] if name in BACKBONE_PARAMS else [])
+        pytest.param(name, marks=[pytest.mark.slow] if name != "simple-cnn" else [])
         for name in sorted(CLASSIFIERS)
     ],
 )
@@ -156,6 +159,7 @@ def test_bfloat16_batchnorm_modes_on_non_square_images():
     assert not np.allclose(first, train_forward(state, images))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["simple-cnn", "resnet18"])
 def test_jitted_split_state_training_reduces_loss(name):
     model = build_classifier(name, 2, rngs=rngs())

@@ -94,6 +94,7 @@ def test_vae_shapes():
     assert {recon.dtype, mu.dtype, logvar.dtype} == {jnp.dtype(jnp.float32)}
 
 
+@pytest.mark.slow
 def test_vae_jitted_split_state_training_reduces_reconstruction_loss():
     vae = nnx.jit(lambda: ConvVAE(16, latent_dim=8, base_features=8, rngs=rngs()))()
     vae.train()

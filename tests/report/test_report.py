@@ -144,7 +144,7 @@ def write_runs(root: Path, trained: dict[tuple[str, str], int] = TRAINED) -> Non
             metrics.update(task=task, model=model, fold=fold, preset="smoke")
             if (task, model) in WITH_SALIENCY:
                 directory.mkdir(parents=True)
-                _picture(600, 420, fold).save(directory / "saliency.png")
+                _picture(600, 420, fold).save(directory / runs.SALIENCY)
                 metrics["saliency_pixel_auroc"] = {c: float(rng.uniform(0.5, 0.9))
                                                    for c in spec.classes[1:]}
                 metrics["saliency_pixel_auroc"][spec.classes[0]] = None  # normal: no lesions
@@ -155,7 +155,8 @@ def write_runs(root: Path, trained: dict[tuple[str, str], int] = TRAINED) -> Non
         if (task, model) not in NO_SUMMARY_JSON:
             runs.write_summary(root, spec, model, headline_intervals)
     for task in {task for task, _ in trained} & {"ganomaly", "vae"}:
-        _picture(270, 180, 1).save(root / task / task / "fold-0" / "reconstructions.png")
+        _picture(270, 180, 1).save(runs.fold_directory(root, task, task, 0)
+                                   / "reconstructions.png")
     (root / "eda").mkdir()
     _picture(300, 200, 2).save(root / "eda" / "age_sex.png")
     (root / "eda" / "summary.md").write_text("# EDA\n\n900 images of 450 patients\n")
@@ -198,7 +199,7 @@ def test_summary_lists_every_task_and_model_with_its_status(workdir):
 
 
 def _fold_metrics(workdir: Path, task: str, model: str) -> dict:
-    return json.loads((workdir / task / model / "fold-0" / "metrics.json").read_text())
+    return runs.read_fold(workdir, task, model, 0).metrics
 
 
 def test_summary_values_are_the_summary_json_means(workdir):
@@ -211,7 +212,8 @@ def test_summary_values_are_the_summary_json_means(workdir):
                "anomaly": {"accuracy": "accuracy", "auroc": "auroc", "f1": "f1"}}
     rows = table.set_index(["task", "model"])
     for task, model in set(TRAINED) - NO_SUMMARY_JSON:
-        summary = json.loads((workdir / task / model / "summary.json").read_text())
+        summary = json.loads((runs.run_directory(workdir, task, model) / runs.SUMMARY)
+                             .read_text())
         row = rows.loc[(task, model)]
         assert row["n_test"] == summary["n_test"]
         for column, metric in columns[summary["kind"]].items():
@@ -225,7 +227,14 @@ def test_summary_values_are_the_summary_json_means(workdir):
         anomaly["baseline_all_anomalous"]["accuracy"])
     assert rows.loc[("ganomaly", "ganomaly"), "baseline_f1"] == pytest.approx(
         anomaly["baseline_all_anomalous"]["f1"])
-    assert rows.loc[("ten-class", "resnet50"), "baseline_accuracy"] > 0
+    # Multi-label: top-1 accuracy of always answering the most frequent of normal (no disease)
+    # and the nine diseases, on the fold's test labels.
+    classes = load_task("ten-class").classes
+    labels = runs.read_fold(workdir, "ten-class", "resnet50", 0).predictions()[
+        [f"label_{c}" for c in classes]].to_numpy().astype(bool)
+    counts = [int((~labels.any(axis=1)).sum()), *labels.sum(axis=0)]
+    assert rows.loc[("ten-class", "resnet50"), "baseline_accuracy"] == pytest.approx(
+        max(counts) / len(labels))
 
 
 def test_page_references_no_external_files(page):
@@ -385,8 +394,8 @@ def test_summary_table_shows_intervals(workdir, page):
                .to_dict("records")}
     assert summary["ganomaly/ganomaly"]["AUROC"] == (
         f"{metrics['auroc']:.3f} [{low:.3f}, {high:.3f}]")
-    accuracy = json.loads((workdir / "three-class" / "resnet50" / "summary.json").read_text())[
-        "metrics"]["accuracy"]
+    accuracy = json.loads((runs.run_directory(workdir, "three-class", "resnet50")
+                           / runs.SUMMARY).read_text())["metrics"]["accuracy"]
     low, high = accuracy["pooled_ci"]
     assert low <= accuracy["pooled"] <= high
     assert summary["three-class/resnet50"]["accuracy"] == (
@@ -401,8 +410,8 @@ def test_reliability_diagram_per_supervised_run_pools_folds(workdir, page):
     section = _section(page, "calibration")
     supervised = [(t, m) for t, m in TRAINED if load_task(t).kind != "anomaly"]
     assert section.count("<img") == len(supervised)
-    predictions = pd.concat(pd.read_csv(workdir / "three-class" / "resnet50" / f"fold-{k}" /
-                                        "predictions.csv") for k in range(4))
+    predictions = runs.pooled_predictions(
+        [runs.read_fold(workdir, "three-class", "resnet50", k) for k in range(4)])
     classes = load_task("three-class").classes
     pooled_ece = expected_calibration_error(
         predictions[[f"prob_{c}" for c in classes]].to_numpy(),
@@ -452,8 +461,8 @@ def test_saliency_section_embeds_each_runs_grid_and_the_pixel_auroc(workdir, pag
         assert f"{task} / {model}, fold-0: test images and their Grad-CAM maps" in section
     table = _tables(section)[0]
     folds = [_fold_metrics(workdir, "three-class", "resnet50")]
-    folds += [json.loads((workdir / "three-class" / "resnet50" / f"fold-{k}" /
-                          "metrics.json").read_text()) for k in range(1, 4)]
+    folds += [runs.read_fold(workdir, "three-class", "resnet50", k).metrics
+              for k in range(1, 4)]
     row = table[(table["run"] == "three-class / resnet50") & (table["class"] == "DR")].iloc[0]
     values = [m["saliency_pixel_auroc"]["DR"] for m in folds]
     assert row["pixel AUROC"] == f"{np.mean(values):.3f} ± {np.std(values):.3f}"

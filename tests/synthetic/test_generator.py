@@ -121,6 +121,7 @@ def test_masks_mark_lesions_of_diseased_images_only(small):
         assert mask.any() == bool(_labels(row)), row
 
 
+@pytest.mark.slow  # spawns worker processes
 def test_same_seed_is_identical_across_worker_counts(small, tmp_path):
     out, _ = small
     again = tmp_path / "again"
