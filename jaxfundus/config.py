@@ -23,6 +23,9 @@ BALANCE_MODES = ("class-weights", "none")
 ANOMALY_TEST_SETS = ("patients", "study-imbalanced", "study-reduced")
 THRESHOLD_CRITERIA = ("f1", "youden")
 DTYPES = ("float32", "bfloat16")
+# How an anomaly detector turns its per-pixel anomaly map into one image score
+# (jaxfundus.anomaly_scores); "latent" is GANomaly's latent distance, not a map pooling.
+IMAGE_SCORES = ("mean", "max", "top-k", "latent")
 
 
 class ConfigError(ValueError):
@@ -41,6 +44,8 @@ class TaskSpec:
     cv_folds: int
     balance_normals: bool = False
     study: dict[str, str] = dataclasses.field(default_factory=dict)
+    # RunConfig values this task sets (its file's [settings] table), checked like --set values.
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +75,21 @@ class RunConfig:
     anomaly_test_set: str = "patients"
     data_dir: str | None = None
     workdir: str = "runs"
+    # Anomaly detectors. The image score pooled from the anomaly map (IMAGE_SCORES), top-k's
+    # share of pixels in percent, and the Gaussian smoothing of the map in pixels.
+    image_score: str = "mean"
+    image_score_k: float = 1.0
+    image_score_sigma: float = 1.0
+    # Reconstruction loss: weight of (1 - SSIM) next to the pixel error (VAE).
+    ssim_weight: float = 0.0
+    # Diseases whose lesions a detector never trains on, comma-separated (e.g. "AMD,RVO"; "" or
+    # "none": none). On the generator's data the test split then holds normals and images of
+    # only these diseases, and validation none of them (the held-out-lesion evaluation).
+    heldout_diseases: str = ""
+    # Synthetic anomalies (DRAEM): the share of training images that get one, and the share
+    # of those that get a texture rather than disease lesions.
+    anomaly_probability: float = 0.5
+    texture_probability: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,6 +122,9 @@ def load_task(name: str) -> TaskSpec:
         known = ", ".join(task_names() + list(task_groups()))
         raise ConfigError(f"unknown task '{name}'; choose from: {known}")
     raw = _read_toml(path)
+    where = f"experiments/{name}.toml [settings]"
+    settings = {key: check_value(key, value, where)
+                for key, value in raw.get("settings", {}).items()}
     spec = TaskSpec(
         name=name,
         description=raw["description"],
@@ -111,6 +134,7 @@ def load_task(name: str) -> TaskSpec:
         cv_folds=int(raw.get("cv_folds", 0)),
         balance_normals=bool(raw.get("balance_normals", False)),
         study=dict(raw.get("study", {})),
+        settings=settings,
     )
     return spec
 
@@ -134,7 +158,8 @@ def default_preset() -> str:
 def resolve_config(
     task: str, model: str | None = None, preset: str | None = None, **overrides: Any
 ) -> RunConfig:
-    """Task + model + preset (+ per-model preset overrides) + explicit overrides -> RunConfig.
+    """Task + model + preset -> RunConfig, each layer overriding the one before: the preset,
+    its per-model section, the task file's [settings], then the explicit overrides.
 
     `overrides` with value None are ignored, so CLI flags can be passed through unchanged.
     Raises ConfigError for an unknown name or option and for a value of the wrong type or range.
@@ -152,6 +177,7 @@ def resolve_config(
     where = f"presets.toml [{preset}.models.{model}]"
     values.update({key: check_value(key, value, where)
                    for key, value in presets[preset].get("models", {}).get(model, {}).items()})
+    values.update(spec.settings)
     values.update({key: check_value(key, value) for key, value in overrides.items()
                    if value is not None})
     missing = [name for name in _REQUIRED if name not in values]
@@ -254,7 +280,8 @@ def _field_types() -> dict[str, tuple[type, ...]]:
 
 def _check(config: RunConfig) -> None:
     for key, choices in (("balance", BALANCE_MODES), ("anomaly_test_set", ANOMALY_TEST_SETS),
-                         ("threshold_criterion", THRESHOLD_CRITERIA), ("dtype", DTYPES)):
+                         ("threshold_criterion", THRESHOLD_CRITERIA), ("dtype", DTYPES),
+                         ("image_score", IMAGE_SCORES)):
         value = getattr(config, key)
         if value not in choices:
             raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(choices)}")
@@ -266,6 +293,13 @@ def _check(config: RunConfig) -> None:
         value = getattr(config, key)
         if not 0 < value < 1:
             raise ConfigError(f"{key} = {value!r}: expected a fraction between 0 and 1")
+    for key in ("anomaly_probability", "texture_probability"):
+        value = getattr(config, key)
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{key} = {value!r}: expected a probability between 0 and 1")
+    if not 0 < config.image_score_k <= 100:
+        raise ConfigError(f"image_score_k = {config.image_score_k!r}: expected a percentage in "
+                          "(0, 100]")
     if not config.learning_rate > 0:
         raise ConfigError(f"learning_rate = {config.learning_rate!r}: expected a value > 0")
 
@@ -304,4 +338,4 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _MINIMUMS = {"image_size": 16, "batch_size": 1, "epochs": 1, "patience": 0,
              "checkpoint_every_steps": 0, "log_every_steps": 0, "workers": 0,
-             "weight_decay": 0}
+             "weight_decay": 0, "image_score_sigma": 0, "ssim_weight": 0}
