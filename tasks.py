@@ -129,21 +129,24 @@ def report(c, workdir="runs"):
     "task": "the trained task", "model": "its model (default: the task's first)",
     "image": "one photograph", "folder": "score every file in a folder",
     "json": "one JSON object per image", "workdir": "default runs",
+    "out": "anomaly tasks: folder for the anomaly-map PNGs (default "
+           "WORKDIR/<task>/<model>/anomaly-maps)",
 })
 @_entry_point
-def predict(c, task, model=None, image=None, folder=None, json=False, workdir="runs"):
-    """Class probabilities (or anomaly score and decision) for new photographs."""
+def predict(c, task, model=None, image=None, folder=None, json=False, workdir="runs",
+            out=None):
+    """Class probabilities (or anomaly score, decision and anomaly map) for new photographs."""
     from jaxfundus import commands
 
     failures = commands.predict(task=task, model=model, image=image, folder=folder,
-                                as_json=json, workdir=workdir,
+                                as_json=json, workdir=workdir, out=out,
                                 warn=lambda line: print(line, file=sys.stderr))
     if failures:
         raise Exit(code=1)
 
 
 @task(help={
-    "model": "resnet50 | resnet18 | inception-v3 | simple-cnn | ganomaly | vae",
+    "model": "resnet50 | resnet18 | inception-v3 | simple-cnn | ganomaly | vae | draem",
     "image-size": "square input size in px", "batch-size": "global batch",
     "steps": "timed steps (after compilation and warm-up)", "dtype": "float32 | bfloat16",
     "pipeline": "benchmark the Grain input pipeline instead of the step",

@@ -190,14 +190,17 @@ def report(*, workdir: str = "runs", log: Log = print) -> Path:
 
 def predict(*, task: str, model: str | None = None, image: str | None = None,
             folder: str | None = None, as_json: bool = False, workdir: str = "runs",
-            log: Log = print, warn: Log = print) -> int:
-    """Score one image or a folder; returns the number of files that could not be scored."""
+            out: str | None = None, log: Log = print, warn: Log = print) -> int:
+    """Score one image or a folder; returns the number of files that could not be scored.
+
+    Anomaly detectors also write an anomaly-map PNG per image into `out` (default
+    WORKDIR/<task>/<model>/anomaly-maps); the output names the file."""
     from jaxfundus.compile_cache import enable_compilation_cache
     from jaxfundus.predict import Predictor, image_files, predict_files
 
     files = image_files(image, folder)
     enable_compilation_cache()
-    predictor = Predictor(workdir, task, model)
+    predictor = Predictor(workdir, task, model, out=out)
     failures = 0
     for prediction, error in predict_files(predictor, files):
         if error:

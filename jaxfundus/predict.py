@@ -8,6 +8,7 @@ how: mean probabilities, or the mean of validation-normalised anomaly scores).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from jaxfundus.methods import make_method
 from jaxfundus.methods.kinds import Prediction, kind_of
 from jaxfundus.train.loop import Trainer
 from jaxfundus.train.mesh import DataParallel
+
+PICTURES = "anomaly-maps"  # default folder for the pictures a method draws, in the run folder
 
 
 def image_files(image: str | None, folder: str | None) -> list[Path]:
@@ -40,7 +43,8 @@ def image_files(image: str | None, folder: str | None) -> list[Path]:
 class Predictor:
     """The finished fold models of one task x model, ready to score images."""
 
-    def __init__(self, workdir: str | Path, task: str, model: str | None = None) -> None:
+    def __init__(self, workdir: str | Path, task: str, model: str | None = None,
+                 out: str | Path | None = None) -> None:
         spec = load_task(task)
         model = model or spec.models[0]
         config = runs.saved_config(workdir, task, model)
@@ -52,6 +56,9 @@ class Predictor:
         if not folds:
             raise ConfigError(f"{task}/{model} in {workdir} has no finished fold")
         self.spec, self.config, self.folds = spec, config, folds
+        self.directory = runs.run_directory(workdir, task, model)
+        # Where methods that draw per image (anomaly maps) write their pictures.
+        self.out = Path(out) if out else self.directory / PICTURES
         self.kind = kind_of(spec)
         self.stored_size = folds[0].config["data"]["stored_image_size"]
         self.method = make_method(spec, config)
@@ -65,10 +72,19 @@ class Predictor:
         return resize(letterbox(load_rgb(path), self.stored_size), self.config.image_size)
 
     def predict(self, path: Path) -> Prediction:
-        batch = {"image": self.preprocess(path)[None], "mask": np.ones(1, bool)}
+        """The kind's prediction for one photograph; a method with `prediction_files` (the
+        anomaly detectors: an anomaly-map PNG) also writes its pictures into `out` and names
+        them in the prediction's `extra`."""
+        image = self.preprocess(path)
+        batch = {"image": image[None], "mask": np.ones(1, bool)}
         outputs = [jax.tree.map(np.asarray, self._eval(state, batch)) for state in self.states]
-        return self.kind.prediction(str(path), self.spec, outputs,
-                                    [fold.metrics for fold in self.folds])
+        prediction = self.kind.prediction(str(path), self.spec, outputs,
+                                          [fold.metrics for fold in self.folds])
+        draw = getattr(self.method, "prediction_files", None)
+        if draw is None:
+            return prediction
+        files = draw(self.states, image, self.out, path.stem)
+        return dataclasses.replace(prediction, extra={**prediction.extra, **files})
 
 
 def predict_files(predictor: Predictor, files: Iterable[Path]):
