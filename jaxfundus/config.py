@@ -90,6 +90,8 @@ class RunConfig:
     # of those that get a texture rather than disease lesions.
     anomaly_probability: float = 0.5
     texture_probability: float = 0.5
+    # DRAEM's width: channels at the first level of both sub-networks (doubling below it).
+    draem_features: int = 16
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -338,4 +340,4 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _MINIMUMS = {"image_size": 16, "batch_size": 1, "epochs": 1, "patience": 0,
              "checkpoint_every_steps": 0, "log_every_steps": 0, "workers": 0,
-             "weight_decay": 0, "image_score_sigma": 0, "ssim_weight": 0}
+             "weight_decay": 0, "image_score_sigma": 0, "ssim_weight": 0, "draem_features": 1}

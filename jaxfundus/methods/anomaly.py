@@ -4,8 +4,9 @@ plus pictures of what the detector sees.
 
 Detectors take inputs scaled to [-1, 1]. Each makes a per-pixel anomaly map (`anomaly_maps`:
 |x - x'| for the reconstruction models, the predicted anomaly probability for DRAEM); the same
-map is pooled into the image score (config.image_score: mean, max or top-k, see
-jaxfundus.anomaly_scores), drawn in the pictures and compared with lesion masks. Checkpoints are
+map is pooled into the image score (config.image_score: mean, or max or top-k after a small
+Gaussian smoothing, see jaxfundus.anomaly_scores), drawn in the pictures and compared with
+lesion masks. Checkpoints are
 chosen by validation AUROC; the score normaliser and decision threshold are fitted on validation
 (jaxfundus.evaluate.results) and applied unchanged to test.
 """
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxfundus.anomaly_scores import POOLINGS, gaussian_smooth, pool_map
+from jaxfundus.anomaly_scores import POOLINGS, pool_map
 from jaxfundus.config import ConfigError
 from jaxfundus.data.labels import DISEASES
 from jaxfundus.data.pipeline import normalize
@@ -40,7 +41,7 @@ ANOMALY_MAP_FILE = "{stem}_anomaly_map.png"  # what `invoke predict` writes per 
 
 
 class AnomalyMethod:
-    """Base of the detectors; subclasses add the networks, the steps and `pixel_anomaly`
+    """Base of the detectors; subclasses add the networks, the steps and `anomaly_maps`
     (and `reconstruct` when they reconstruct the input)."""
 
     kinds = ("anomaly",)
@@ -62,22 +63,18 @@ class AnomalyMethod:
     def example_weights(self, train_targets: np.ndarray) -> None:
         return None  # trained on normals only: nothing to balance
 
-    def pixel_anomaly(self, state: Any, images: jax.Array) -> jax.Array:
-        """float32[B,S,S,C] in [-1, 1] -> float32[B,S,S], before smoothing (subclasses)."""
-        raise NotImplementedError
-
     def anomaly_maps(self, state: Any, images: jax.Array) -> jax.Array:
-        """float32[B,S,S,C] in [-1, 1] -> the anomaly map float32[B,S,S] (higher = more
-        anomalous): `pixel_anomaly` smoothed by a Gaussian of config.image_score_sigma px, so
-        that one noisy pixel does not decide. The one map that is pooled, drawn and compared
-        with lesion masks."""
-        return gaussian_smooth(self.pixel_anomaly(state, images), self.config.image_score_sigma)
+        """float32[B,S,S,C] in [-1, 1] -> the anomaly map float32[B,S,S], higher = more
+        anomalous (subclasses): the one map that is pooled, drawn and compared with masks."""
+        raise NotImplementedError
 
     def image_score(self, state: Any, images: jax.Array) -> jax.Array:
         """float32[B,S,S,C] in [-1, 1] -> float32[B]: the anomaly map pooled by
-        config.image_score (top-k: the mean of the top config.image_score_k % of pixels)."""
-        return pool_map(self.anomaly_maps(state, images), self.config.image_score,
-                        self.config.image_score_k, sigma=0.0)
+        config.image_score after a Gaussian smoothing of config.image_score_sigma px (max,
+        top-k: the mean of the top config.image_score_k % of pixels; mean: unsmoothed)."""
+        config = self.config
+        return pool_map(self.anomaly_maps(state, images), config.image_score,
+                        config.image_score_k, config.image_score_sigma)
 
     def eval_step(self, state: Any, batch: dict) -> dict:
         return {"score": self.image_score(state, batch["image"])}

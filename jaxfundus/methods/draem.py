@@ -58,17 +58,17 @@ class DraemState:
 
 
 class DraemMethod(AnomalyMethod):
-    """Reconstructive + discriminative sub-networks (jaxfundus.models.draem), widths 16/16 with
-    4 poolings; loss: L2 + (1 - SSIM) of the reconstruction against the clean image, plus the
-    focal loss of the predicted map against the painted mask. Adam with a cosine decay of the
-    learning rate over the run. Anomaly map: the predicted anomaly probability per pixel.
+    """Reconstructive + discriminative sub-networks (jaxfundus.models.draem), both
+    config.draem_features wide at the top level, with 4 poolings; loss: L2 + (1 - SSIM) of the
+    reconstruction against the clean image, plus the focal loss of the predicted map against
+    the painted mask. Adam with a cosine decay of the learning rate over the run. Anomaly map:
+    the predicted anomaly probability per pixel.
     """
 
     models = ("draem",)
     default_task = "draem"
     map_title = "predicted anomaly"
     map_range = (0.0, 1.0)
-    base_features = 16
     levels = 4
 
     def __init__(self, spec, config, steps_per_epoch: int) -> None:
@@ -82,6 +82,7 @@ class DraemMethod(AnomalyMethod):
         self.example_transform = SyntheticAnomalies(
             self.lesion_diseases, config.anomaly_probability, config.texture_probability)
         self._image_size = config.image_size
+        self._features = config.draem_features
         self._dtype = jnp.dtype(config.dtype)
         schedule = optax.cosine_decay_schedule(config.learning_rate,
                                                max(config.epochs * steps_per_epoch, 1),
@@ -90,8 +91,8 @@ class DraemMethod(AnomalyMethod):
         self._train_graph, self._eval_graph = graphdefs(lambda: self._draem(0))
 
     def _draem(self, seed: int) -> DRAEM:
-        return DRAEM(self._image_size, recon_features=self.base_features,
-                     seg_features=self.base_features, levels=self.levels, dtype=self._dtype,
+        return DRAEM(self._image_size, recon_features=self._features,
+                     seg_features=self._features, levels=self.levels, dtype=self._dtype,
                      rngs=nnx.Rngs(seed))
 
     def init_state(self, seed: int) -> DraemState:
@@ -122,7 +123,7 @@ class DraemMethod(AnomalyMethod):
         metrics["synthetic_lesions"] = list(self.lesion_diseases)
         return predictions, metrics
 
-    def pixel_anomaly(self, state: DraemState, images: jax.Array) -> jax.Array:
+    def anomaly_maps(self, state: DraemState, images: jax.Array) -> jax.Array:
         """float32[B,S,S,3] in [-1,1] -> the predicted anomaly probability, float32[B,S,S]."""
         return self.draem(state).anomaly_map(images)
 

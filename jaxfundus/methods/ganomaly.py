@@ -130,7 +130,7 @@ class GanomalyMethod(AnomalyMethod):
         _, latent_i, latent_o = self.generator(state)(images)
         return jnp.mean((latent_i - latent_o) ** 2, axis=-1)
 
-    def pixel_anomaly(self, state: GanomalyState, images: jax.Array) -> jax.Array:
+    def anomaly_maps(self, state: GanomalyState, images: jax.Array) -> jax.Array:
         """float32[B,S,S,3] in [-1,1] -> |x - x'| averaged over colours, float32[B,S,S]."""
         return jnp.abs(images - self.reconstruct(state, images)).mean(axis=-1)
 

@@ -70,7 +70,7 @@ class VaeMethod(AnomalyMethod):
                              nnx.state(vae, nnx.Not(nnx.Param)), opt)
         return new_state, {"loss": loss, "reconstruction": reconstruction, "kl": kl}
 
-    def pixel_anomaly(self, state: VaeState, images: jax.Array) -> jax.Array:
+    def anomaly_maps(self, state: VaeState, images: jax.Array) -> jax.Array:
         """float32[B,S,S,3] in [-1,1] -> |x - x'| averaged over colours, float32[B,S,S]."""
         return jnp.abs(images - self.reconstruct(state, images)).mean(axis=-1)
 
