@@ -144,12 +144,13 @@ def compare(c, task, workdir="runs", json=False):
     "image": "one photograph", "folder": "score every file in a folder",
     "json": "one JSON object per image", "workdir": "default runs",
     "explain": "also write Grad-CAM overlays (photograph + heat map) per image",
-    "out": "folder for the overlays (default WORKDIR/<task>/<model>/explanations)",
+    "out": "folder for the overlays (default WORKDIR/<task>/<model>/explanations) and, for "
+           "anomaly tasks, the anomaly-map PNGs (default WORKDIR/<task>/<model>/anomaly-maps)",
 })
 @_entry_point
 def predict(c, task, model=None, image=None, folder=None, json=False, explain=False, out=None,
             workdir="runs"):
-    """Class probabilities (or anomaly score and decision) for new photographs."""
+    """Class probabilities (or anomaly score, decision and anomaly map) for new photographs."""
     from jaxfundus import commands
 
     failures = commands.predict(task=task, model=model, image=image, folder=folder,
@@ -160,7 +161,7 @@ def predict(c, task, model=None, image=None, folder=None, json=False, explain=Fa
 
 
 @task(help={
-    "model": "resnet50 | resnet18 | inception-v3 | simple-cnn | ganomaly | vae",
+    "model": "resnet50 | resnet18 | inception-v3 | simple-cnn | ganomaly | vae | draem",
     "image-size": "square input size in px", "batch-size": "global batch",
     "steps": "timed steps (after compilation and warm-up)", "dtype": "float32 | bfloat16",
     "pipeline": "benchmark the Grain input pipeline instead of the step",

@@ -65,6 +65,10 @@ def prepare_train_step(model: str, image_size: int, batch_size: int, *,
     weights = method.example_weights(targets)
     if weights is not None:
         fields["weight"] = weights
+    if method.example_transform is not None:  # e.g. DRAEM's synthetic anomalies, made on the host
+        made = [method.example_transform(image, np.random.default_rng([0, i]))
+                for i, image in enumerate(fields["image"])]
+        fields.update({name: np.stack([m[name] for m in made]) for name in made[0]})
     batch = parallel.put_batch(fields)
     start = time.perf_counter()
     compiled = trainer.train_step.lower(state, batch).compile()

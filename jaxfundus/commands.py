@@ -254,14 +254,16 @@ def predict(*, task: str, model: str | None = None, image: str | None = None,
             warn: Log = print) -> int:
     """Score one image or a folder; returns the number of files that could not be scored.
 
-    explain: also write a Grad-CAM overlay PNG per image (and explained class) into `out`
-    (default WORKDIR/<task>/<model>/explanations); the output names the files."""
+    Anomaly detectors also write an anomaly-map PNG per image into `out` (default
+    WORKDIR/<task>/<model>/anomaly-maps). explain: also write a Grad-CAM overlay PNG per image
+    (and explained class) into `out` (default WORKDIR/<task>/<model>/explanations). The
+    output names the files."""
     from jaxfundus.compile_cache import enable_compilation_cache
     from jaxfundus.predict import EXPLANATIONS, Predictor, image_files, predict_files
 
     files = image_files(image, folder)
     enable_compilation_cache()
-    predictor = Predictor(workdir, task, model)
+    predictor = Predictor(workdir, task, model, out=out)
     explain_to = None
     if explain:
         predictor.explainers()  # a method without saliency maps fails before any image

@@ -31,6 +31,9 @@ AUTO_WORKERS = -1  # RunConfig.workers: as many input processes as the accelerat
 # and the per-worker rate of `invoke bench --pipeline --image-size=256` on one of our cores.
 ACCELERATOR_IMAGES_PER_S = 2500
 WORKER_IMAGES_PER_S = 500
+# How an anomaly detector turns its per-pixel anomaly map into one image score
+# (jaxfundus.anomaly_scores); "latent" is GANomaly's latent distance, not a map pooling.
+IMAGE_SCORES = ("mean", "max", "top-k", "latent")
 
 
 class ConfigError(ValueError):
@@ -49,6 +52,8 @@ class TaskSpec:
     cv_folds: int
     balance_normals: bool = False
     study: dict[str, str] = dataclasses.field(default_factory=dict)
+    # RunConfig values this task sets (its file's [settings] table), checked like --set values.
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +92,23 @@ class RunConfig:
     init: str | None = None
     freeze_epochs: int = 0  # first epochs train the head alone (backbone frozen, BN in eval)
     backbone_lr_scale: float = 0.1  # backbone peak learning rate = this x learning_rate
+    # Anomaly detectors. The image score pooled from the anomaly map (IMAGE_SCORES), top-k's
+    # share of pixels in percent, and the Gaussian smoothing of the map in pixels.
+    image_score: str = "mean"
+    image_score_k: float = 1.0
+    image_score_sigma: float = 1.0
+    # Reconstruction loss: weight of (1 - SSIM) next to the pixel error (VAE).
+    ssim_weight: float = 0.0
+    # Diseases whose lesions a detector never trains on, comma-separated (e.g. "AMD,RVO"; "" or
+    # "none": none). On the generator's data the test split then holds normals and images of
+    # only these diseases, and validation none of them (the held-out-lesion evaluation).
+    heldout_diseases: str = ""
+    # Synthetic anomalies (DRAEM): the share of training images that get one, and the share
+    # of those that get a texture rather than disease lesions.
+    anomaly_probability: float = 0.5
+    texture_probability: float = 0.5
+    # DRAEM's width: channels at the first level of both sub-networks (doubling below it).
+    draem_features: int = 16
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +141,9 @@ def load_task(name: str) -> TaskSpec:
         known = ", ".join(task_names() + list(task_groups()))
         raise ConfigError(f"unknown task '{name}'; choose from: {known}")
     raw = _read_toml(path)
+    where = f"experiments/{name}.toml [settings]"
+    settings = {key: check_value(key, value, where)
+                for key, value in raw.get("settings", {}).items()}
     spec = TaskSpec(
         name=name,
         description=raw["description"],
@@ -128,6 +153,7 @@ def load_task(name: str) -> TaskSpec:
         cv_folds=int(raw.get("cv_folds", 0)),
         balance_normals=bool(raw.get("balance_normals", False)),
         study=dict(raw.get("study", {})),
+        settings=settings,
     )
     return spec
 
@@ -162,7 +188,8 @@ def default_preset() -> str:
 def resolve_config(
     task: str, model: str | None = None, preset: str | None = None, **overrides: Any
 ) -> RunConfig:
-    """Task + model + preset (+ per-model preset overrides) + explicit overrides -> RunConfig.
+    """Task + model + preset -> RunConfig, each layer overriding the one before: the preset,
+    its per-model section, the task file's [settings], then the explicit overrides.
 
     `overrides` with value None are ignored, so CLI flags can be passed through unchanged;
     `init="scratch"` is stored as None (both mean a random start).
@@ -181,6 +208,7 @@ def resolve_config(
     where = f"presets.toml [{preset}.models.{model}]"
     values.update({key: check_value(key, value, where)
                    for key, value in presets[preset].get("models", {}).get(model, {}).items()})
+    values.update(spec.settings)
     values.update({key: check_value(key, value) for key, value in overrides.items()
                    if value is not None})
     missing = [name for name in _REQUIRED if name not in values]
@@ -284,7 +312,8 @@ def _field_types() -> dict[str, tuple[type, ...]]:
 def check_config(config: RunConfig) -> RunConfig:
     """`config` itself when its values fit together; ConfigError naming the one that does not."""
     for key, choices in (("balance", BALANCE_MODES), ("anomaly_test_set", ANOMALY_TEST_SETS),
-                         ("threshold_criterion", THRESHOLD_CRITERIA), ("dtype", DTYPES)):
+                         ("threshold_criterion", THRESHOLD_CRITERIA), ("dtype", DTYPES),
+                         ("image_score", IMAGE_SCORES)):
         value = getattr(config, key)
         if value not in choices:
             raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(choices)}")
@@ -296,6 +325,13 @@ def check_config(config: RunConfig) -> RunConfig:
         value = getattr(config, key)
         if not 0 < value < 1:
             raise ConfigError(f"{key} = {value!r}: expected a fraction between 0 and 1")
+    for key in ("anomaly_probability", "texture_probability"):
+        value = getattr(config, key)
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{key} = {value!r}: expected a probability between 0 and 1")
+    if not 0 < config.image_score_k <= 100:
+        raise ConfigError(f"image_score_k = {config.image_score_k!r}: expected a percentage in "
+                          "(0, 100]")
     if not config.learning_rate > 0:
         raise ConfigError(f"learning_rate = {config.learning_rate!r}: expected a value > 0")
     if not config.backbone_lr_scale > 0:
@@ -343,4 +379,5 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _MINIMUMS = {"image_size": 16, "batch_size": 1, "epochs": 1, "patience": 0,
              "checkpoint_every_steps": 0, "log_every_steps": 0, "workers": AUTO_WORKERS,
-             "weight_decay": 0, "freeze_epochs": 0}
+             "weight_decay": 0, "freeze_epochs": 0, "image_score_sigma": 0, "ssim_weight": 0,
+             "draem_features": 1}

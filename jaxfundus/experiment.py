@@ -38,7 +38,7 @@ def plan_folds(spec: TaskSpec, config: RunConfig, dataset: Dataset) -> list[Fold
     examples = kind.select(dataset.index, spec, config.seed)
     folds = []
     for fold in runs.fold_numbers(spec):
-        split = kind.assign_split(examples, spec, config, fold)
+        split = kind.assign_split(examples, spec, config, fold, dataset)
         kind.check_split(examples, split, fold)
         folds.append(FoldData(fold, kind, examples, split, dataset))
     return folds
@@ -61,6 +61,8 @@ def train_task(config: RunConfig, dataset: Dataset, *, parallel: DataParallel | 
     log(f"{spec.name} / {config.model}: {len(examples.frame)} images of "
         f"{examples.frame['patient_id'].nunique()} patients, classes {', '.join(spec.classes)}; "
         f"dropped by the selection rule: {examples.dropped or 'none'}")
+    for note in folds[0].kind.split_notes(config, dataset):
+        log(note)
     trainer = _trainer(spec, config, folds, parallel)
     with _writer_lock(config, spec, parallel, log):
         for fold in folds:

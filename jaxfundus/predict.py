@@ -30,7 +30,10 @@ from jaxfundus.methods.kinds import Prediction, kind_of
 from jaxfundus.train.loop import Trainer
 from jaxfundus.train.mesh import DataParallel
 
-EXPLANATIONS = "explanations"  # default --out folder, inside the run's folder
+# Default --out folders inside the run's folder: Grad-CAM overlays (--explain), and the
+# pictures a method draws per image (anomaly maps).
+EXPLANATIONS = "explanations"
+PICTURES = "anomaly-maps"
 
 
 def image_files(image: str | None, folder: str | None) -> list[Path]:
@@ -48,7 +51,8 @@ def image_files(image: str | None, folder: str | None) -> list[Path]:
 class Predictor:
     """The finished fold models of one task x model, ready to score images."""
 
-    def __init__(self, workdir: str | Path, task: str, model: str | None = None) -> None:
+    def __init__(self, workdir: str | Path, task: str, model: str | None = None,
+                 out: str | Path | None = None) -> None:
         spec = load_task(task)
         model = model or spec.models[0]
         config = runs.saved_config(workdir, task, model)
@@ -61,6 +65,8 @@ class Predictor:
             raise ConfigError(f"{task}/{model} in {workdir} has no finished fold")
         self.spec, self.config, self.folds = spec, config, folds
         self.directory = runs.run_directory(workdir, task, model)
+        # Where methods that draw per image (anomaly maps) write their pictures.
+        self.out = Path(out) if out else self.directory / PICTURES
         self.kind = kind_of(spec)
         self.stored_size = folds[0].config["data"]["stored_image_size"]
         self.method = make_method(spec, config)
@@ -78,11 +84,20 @@ class Predictor:
         return resize(letterbox(photo, self.stored_size), self.config.image_size)
 
     def predict(self, path: Path) -> Prediction:
-        batch = {"image": self.preprocess(path)[None], "mask": np.ones(1, bool)}
+        """The kind's prediction for one photograph; a method with `prediction_files` (the
+        anomaly detectors: an anomaly-map PNG) also writes its pictures into `out` and names
+        them in the prediction's `extra`."""
+        image = self.preprocess(path)
+        batch = {"image": image[None], "mask": np.ones(1, bool)}
         outputs = [_calibrated(jax.tree.map(np.asarray, self._eval(state, batch)), fold.metrics)
                    for state, fold in zip(self.states, self.folds, strict=True)]
-        return self.kind.prediction(str(path), self.spec, outputs,
-                                    [fold.metrics for fold in self.folds])
+        prediction = self.kind.prediction(str(path), self.spec, outputs,
+                                          [fold.metrics for fold in self.folds])
+        draw = getattr(self.method, "prediction_files", None)
+        if draw is None:
+            return prediction
+        files = draw(self.states, image, self.out, path.stem)
+        return dataclasses.replace(prediction, extra={**prediction.extra, **files})
 
     def explain(self, path: Path, prediction: Prediction, out: Path) -> Prediction:
         """Write `out`/<stem>_gradcam_<class>.png per explained class (the predicted class; for

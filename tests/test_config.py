@@ -140,3 +140,29 @@ def test_a_value_from_a_file_names_where_it_came_from():
     with pytest.raises(ConfigError, match=r"^presets.toml \[cpu\]: epochs = '15': expected an "
                                           r"integer$"):
         check_value("epochs", "15", "presets.toml [cpu]")
+
+
+def test_a_task_file_sets_run_settings_that_the_command_line_overrides():
+    assert load_task("draem").settings["heldout_diseases"] == "AMD,RVO,Gla,MH,AO"
+    config = resolve_config("draem", None, "cpu")
+    assert (config.image_score, config.image_score_k, config.heldout_diseases) == (
+        "top-k", 5.0, "AMD,RVO,Gla,MH,AO")
+    assert config.image_size == 64  # the preset still sizes the run
+    overridden = resolve_config("draem", None, "cpu", **parse_settings(
+        ["image_score=max", "image_score_k=2", "heldout_diseases=none"]))
+    assert (overridden.image_score, overridden.image_score_k, overridden.heldout_diseases) == (
+        "max", 2.0, "none")
+    # A task without settings keeps the field defaults.
+    assert resolve_config("binary", None, "cpu").image_score == "mean"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"image_score": "median"}, "image_score = 'median': expected one of mean, max, top-k, "
+                                "latent"),
+    ({"image_score_k": 0.0}, "image_score_k = 0.0: expected a percentage in (0, 100]"),
+    ({"anomaly_probability": 1.5}, "anomaly_probability = 1.5: expected a probability"),
+    ({"image_score_sigma": -1.0}, "image_score_sigma = -1.0: expected a value >= 0"),
+])
+def test_anomaly_settings_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        resolve_config("vae", None, "cpu", **overrides)

@@ -7,6 +7,7 @@ scanning the package. Adding a detector is one module here plus its `experiments
     supervised.py  classifiers (simple-cnn, resnet18/50, inception-v3), single- and multi-label
     ganomaly.py    GANomaly, trained on normals
     vae.py         convolutional VAE, trained on normals
+    draem.py       DRAEM-style detector, trained on normals with synthetic anomalies painted in
 """
 
 from __future__ import annotations

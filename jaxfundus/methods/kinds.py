@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,10 +25,11 @@ from jaxfundus.data.selection import (
     select_normal_vs_anomalous,
     select_single_label,
 )
-from jaxfundus.data.splits import VAL, assign_anomaly_splits, assign_splits
+from jaxfundus.data.splits import TEST, VAL, assign_anomaly_splits, assign_splits
 from jaxfundus.evaluate.thresholds import ScoreNormalizer
 from jaxfundus.metrics import confusion_matrix
 from jaxfundus.runs import Fold, Run
+from jaxfundus.synthetic import SUMMARY_FILE
 
 # A ROC curve family: (curve name, truth column, its positive value, score column).
 RocTarget = tuple[str, str, Any, str]
@@ -71,8 +73,9 @@ class Kind:
     select: Callable[[pd.DataFrame, TaskSpec, int], TaskExamples]
 
     def assign_split(self, examples: TaskExamples, spec: TaskSpec, config: RunConfig,
-                     fold: int) -> np.ndarray:
-        """'train'/'val'/'test' (or 'unused') per image of `examples`, patients disjoint."""
+                     fold: int, dataset: Any = None) -> np.ndarray:
+        """'train'/'val'/'test' (or 'unused') per image of `examples`, patients disjoint.
+        `dataset` (jaxfundus.data.datasets.Dataset) is the data the examples come from."""
         frame = examples.frame
         return assign_splits(frame["patient_id"].to_numpy(), frame["stratum"].to_numpy(),
                              seed=config.seed, folds=spec.cv_folds, fold=fold,
@@ -80,6 +83,10 @@ class Kind:
 
     def check_split(self, examples: TaskExamples, split: np.ndarray, fold: int) -> None:
         """Raise ConfigError, before any training, when a split cannot serve this kind."""
+
+    def split_notes(self, config: RunConfig, dataset: Any) -> list[str]:
+        """Lines for the training log that say how this kind split the data, if specially."""
+        return []
 
     def targets(self, frame: pd.DataFrame, examples: TaskExamples) -> np.ndarray:
         """One target row per image: int32 class ids (label column)."""
@@ -177,12 +184,35 @@ class Anomaly(Kind):
     select = staticmethod(select_normal_vs_anomalous)
 
     def assign_split(self, examples: TaskExamples, spec: TaskSpec, config: RunConfig,
-                     fold: int) -> np.ndarray:
+                     fold: int, dataset: Any = None) -> np.ndarray:
+        """The anomaly split (config.anomaly_test_set), then, with held-out lesions
+        (`evaluated_heldout`), test keeps normals and images of only held-out diseases and
+        validation normals and images of none of them; the others become 'unused'."""
         frame = examples.frame
-        return assign_anomaly_splits(frame["patient_id"].to_numpy(), frame["label"].to_numpy(),
-                                     seed=config.seed, test_set=config.anomaly_test_set,
-                                     test_fraction=config.test_fraction,
-                                     val_fraction=config.val_fraction)
+        split = assign_anomaly_splits(frame["patient_id"].to_numpy(), frame["label"].to_numpy(),
+                                      seed=config.seed, test_set=config.anomaly_test_set,
+                                      test_fraction=config.test_fraction,
+                                      val_fraction=config.val_fraction)
+        heldout = evaluated_heldout(config, dataset)
+        if not heldout:
+            return split
+        diseases = disease_matrix(frame, dataset.index)
+        columns = [DISEASES.index(d) for d in heldout]
+        has_heldout = diseases[:, columns].any(axis=1)
+        has_seen = np.delete(diseases, columns, axis=1).any(axis=1)
+        out_of_test = (split == TEST) & has_seen
+        out_of_val = (split == VAL) & has_heldout
+        return np.where(out_of_test | out_of_val, "unused", split)
+
+    def split_notes(self, config: RunConfig, dataset: Any) -> list[str]:
+        asked = heldout_diseases(config)
+        if not asked:
+            return []
+        if not evaluated_heldout(config, dataset):
+            return [f"held-out lesions {', '.join(asked)}: the data are not the generator's "
+                    "(no lesion was painted), so every test image counts"]
+        return [f"held-out lesions: {', '.join(asked)} (never trained on); test: normals and "
+                "images of only these diseases; validation: normals and images of none of them"]
 
     def check_split(self, examples: TaskExamples, split: np.ndarray, fold: int) -> None:
         # The decision threshold is fitted on validation: it needs normal and anomalous images.
@@ -222,6 +252,41 @@ class Anomaly(Kind):
         threshold = float(np.mean([m["threshold"] for m in fold_metrics]))
         score = float(np.mean(scores))
         return Prediction(file, score=score, anomalous=score >= threshold, threshold=threshold)
+
+
+def heldout_diseases(config: RunConfig) -> tuple[str, ...]:
+    """config.heldout_diseases ("AMD,RVO", "" or "none") as disease names in DISEASES order;
+    ConfigError naming a bad one."""
+    text = config.heldout_diseases.strip()
+    names = [] if text.lower() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DISEASES]
+    if unknown:
+        raise ConfigError(f"heldout_diseases: {unknown[0]!r} is not a disease; choose from "
+                          f"{', '.join(DISEASES)}")
+    return tuple(d for d in DISEASES if d in names)
+
+
+def generated_data(dataset: Any) -> bool:
+    """Whether `dataset` came from the fundus generator (its lesions were painted): the
+    synthetic default, or prepared data whose source folder holds the generator's summary."""
+    if dataset is None:
+        return False
+    masks = getattr(dataset, "masks_dir", None)
+    return bool(dataset.synthetic) or (
+        masks is not None and (Path(masks).parent / SUMMARY_FILE).is_file())
+
+
+def evaluated_heldout(config: RunConfig, dataset: Any) -> tuple[str, ...]:
+    """The held-out diseases the evaluation leaves out of training and validation: those of
+    config.heldout_diseases on the generator's data, none on real photographs."""
+    heldout = heldout_diseases(config)
+    return heldout if heldout and generated_data(dataset) else ()
+
+
+def disease_matrix(frame: pd.DataFrame, index: pd.DataFrame) -> np.ndarray:
+    """0/1 int[N, len(DISEASES)]: the diseases of each image of `frame` (its `index` column
+    points into the data's `index` table)."""
+    return index.set_index("index").loc[frame["index"], list(DISEASES)].to_numpy(np.int64)
 
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (SingleLabel(), MultiLabel(), Anomaly())}

@@ -9,6 +9,7 @@ from flax import nnx, struct
 
 from jaxfundus.methods.anomaly import AnomalyMethod
 from jaxfundus.methods.base import graphdefs, split_variables
+from jaxfundus.models.losses import ssim
 from jaxfundus.models.vae import ConvVAE
 
 
@@ -20,15 +21,15 @@ class VaeState:
 
 
 class VaeMethod(AnomalyMethod):
-    """Loss = per-image summed squared error + beta * KL; Adam.
+    """Loss per image = summed squared error + config.ssim_weight * (number of values) *
+    (1 - SSIM) + beta * KL; Adam.
 
-    Score: mean squared reconstruction error of the posterior mean (+ kl_weight_in_score * KL).
+    Anomaly map: |x - x'| (mean over colours) of the posterior mean's reconstruction.
     """
 
     models = ("vae",)
     default_task = "vae"
     beta = 1.0
-    kl_weight_in_score = 0.0
 
     def __init__(self, spec, config, steps_per_epoch: int) -> None:
         super().__init__(spec, config, steps_per_epoch)
@@ -51,10 +52,15 @@ class VaeMethod(AnomalyMethod):
     def train_step(self, state: VaeState, batch: dict) -> tuple[VaeState, dict]:
         images = batch["image"]
         vae = self.vae(state, train=True)
+        ssim_weight = self.config.ssim_weight
 
         def loss_fn(vae):
             recon, mu, logvar = vae(images)
             reconstruction = jnp.sum((recon - images) ** 2, axis=(1, 2, 3)).mean()
+            if ssim_weight:
+                # (1 - SSIM) on the summed error's scale: one unit per value, as the error is.
+                values = images[0].size
+                reconstruction += ssim_weight * values * (1 - ssim(recon, images)).mean()
             kl = _kl(mu, logvar).mean()
             return reconstruction + self.beta * kl, (reconstruction, kl)
 
@@ -64,11 +70,9 @@ class VaeMethod(AnomalyMethod):
                              nnx.state(vae, nnx.Not(nnx.Param)), opt)
         return new_state, {"loss": loss, "reconstruction": reconstruction, "kl": kl}
 
-    def eval_step(self, state: VaeState, batch: dict) -> dict:
-        images = batch["image"]
-        recon, mu, logvar = self.vae(state)(images)
-        error = jnp.mean((recon - images) ** 2, axis=(1, 2, 3))
-        return {"score": error + self.kl_weight_in_score * _kl(mu, logvar)}
+    def anomaly_maps(self, state: VaeState, images: jax.Array) -> jax.Array:
+        """float32[B,S,S,3] in [-1,1] -> |x - x'| averaged over colours, float32[B,S,S]."""
+        return jnp.abs(images - self.reconstruct(state, images)).mean(axis=-1)
 
     def reconstruct(self, state: VaeState, images: jax.Array) -> jax.Array:
         """float32[B,S,S,3] in [-1,1] -> the reconstruction from the posterior mean."""

@@ -75,11 +75,13 @@ def test_predict_prints_one_ranked_line_per_image_by_default(early_stopped_run, 
 
 @pytest.fixture(scope="module")
 def anomaly_run(tiny_data, tmp_path_factory):
-    """vae / vae, one smoke epoch: an anomaly run with a validation threshold."""
+    """vae / vae, one smoke epoch: an anomaly run with a validation threshold. Youden's J
+    rather than F1 picks it: on validation with more anomalous than normal images, F1 after one
+    epoch flags every image, and the test needs both decisions."""
     from conftest import TrainedRun
 
     run = TrainedRun(tmp_path_factory.mktemp("vae"), tiny_data.data_dir, "vae", "vae",
-                     {"preset": "smoke", "epochs": 1})
+                     {"preset": "smoke", "epochs": 1, "threshold_criterion": "youden"})
     run.train()
     return run
 
@@ -95,8 +97,10 @@ def test_anomaly_prediction_is_the_normalised_score_against_the_validation_thres
     assert metrics["threshold_source"] == "validation"
     for record, text in zip(records, texts, strict=True):
         row = expected[expected.file == record["file"]].iloc[0]
-        # predictions.csv holds the score on the validation-normalised scale eval used
-        assert record["score"] == pytest.approx(row["score"], abs=1e-5)
+        # predictions.csv holds the score on the validation-normalised scale eval used. One
+        # image against eval's batch: float32 convolutions sum in another order, and the
+        # max-pooled map carries that (~2e-5 here) into the score.
+        assert record["score"] == pytest.approx(row["score"], abs=1e-4)
         assert record["threshold"] == pytest.approx(metrics["threshold"])
         decided = record["score"] >= metrics["threshold"]
         assert record["anomalous"] == bool(row["pred"]) == decided

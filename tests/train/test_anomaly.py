@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
 from jaxfundus import commands
+from jaxfundus.anomaly_scores import pool_map
+from jaxfundus.data.datasets import open_dataset
+from jaxfundus.data.pipeline import normalize, resize
 from jaxfundus.evaluate.thresholds import ScoreNormalizer, choose_threshold
+from jaxfundus.predict import Predictor
 
 
 def _train(tiny_data, workdir, model, **kwargs):
@@ -97,3 +102,22 @@ def test_ganomaly_trains_through_the_shared_loop(tiny_data, tmp_path):
     assert {"train_loss", "train_disc_loss", "val_auroc"} <= set(history.columns)
     assert np.isfinite(predictions.score).all() and metrics["auroc"] is not None
     assert (run / "reconstructions.png").is_file()
+
+
+
+def test_image_score_is_recorded_and_honoured(vae_run, tiny_data):
+    """predictions.csv holds the task's pooling (vae.toml: max) of the method's anomaly maps, on
+    the validation-fitted scale, and metrics.json says which pooling it was."""
+    run, metrics, predictions = _run(vae_run, "vae")
+    assert (metrics["image_score"], metrics["image_score_sigma"]) == ("max", 1.0)
+    predictor = Predictor(vae_run, "vae")
+    method, [state] = predictor.method, predictor.states
+    dataset = open_dataset(tiny_data.data_dir, 32, log=lambda _: None)
+    rows = dataset.index.set_index("filename").loc[predictions.filename, "index"]
+    images = np.stack([resize(np.asarray(dataset.source[int(i)]["image"]), 32) for i in rows])
+    maps = method.anomaly_maps(state, jnp.asarray(normalize(images, "tanh")))
+    normalizer = ScoreNormalizer.from_dict(metrics["normalizer"])
+    pooled = {name: normalizer.transform(np.asarray(pool_map(maps, name, sigma=1.0)))
+              for name in ("max", "mean")}
+    np.testing.assert_allclose(predictions.score, pooled["max"], rtol=1e-4, atol=1e-5)
+    assert np.abs(predictions.score - pooled["mean"]).max() > 0.1  # another pooling differs
