@@ -75,9 +75,14 @@ def tiny_data(tmp_path_factory) -> TinyData:
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Tests never read or write the user's cache."""
+    """Tests never read or write the user's cache. The compilation cache is on from the start,
+    as the commands switch it on, so a test that compiles a program an earlier test compiled
+    (the same model, shapes and schedule) loads it whatever the order."""
+    from jaxfundus.compile_cache import enable_compilation_cache
+
     mp = pytest.MonkeyPatch()
     mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    enable_compilation_cache()
     yield
     mp.undo()
 
@@ -128,5 +133,16 @@ def early_stopped_run(tiny_data, tmp_path_factory) -> TrainedRun:
     run = TrainedRun(tmp_path_factory.mktemp("early-stopped"), tiny_data.data_dir, "binary",
                      "simple-cnn", {"preset": "smoke", "epochs": 8, "patience": 2,
                                     "learning_rate": 3e-3})
+    run.train()
+    return run
+
+
+@pytest.fixture(scope="session")
+def draem_run(tiny_data, tmp_path_factory) -> TrainedRun:
+    """draem / draem, smoke preset for 3 epochs (its held-out-lesion evaluation on), trained in
+    this process; the resume test's uninterrupted reference. Read-only: tests change a
+    `copy_to` copy."""
+    run = TrainedRun(tmp_path_factory.mktemp("draem"), tiny_data.data_dir, "draem", "draem",
+                     {"preset": "smoke", "epochs": 3})
     run.train()
     return run

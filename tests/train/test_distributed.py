@@ -32,8 +32,9 @@ TRAIN_CODE = textwrap.dedent("""
                    log=lambda line: print(line, flush=True))
 """)
 KILLED_AT_STEP = 4  # mid-epoch 1: the resume restores the iterator's position and the sums
-# The child kills itself with SIGKILL the moment its step-4 checkpoint is on disk (saves are
-# synchronous), so every run resumes from the same state: checkpoint 4, nothing later.
+# The child kills itself with SIGKILL the moment its step-4 checkpoint is on disk (saves run in
+# the background, so it waits for that one), so every run resumes from the same state:
+# checkpoint 4, nothing later.
 KILL_AFTER_CHECKPOINT = textwrap.dedent(f"""
     import os, signal
     from jaxfundus.train import checkpoint
@@ -41,6 +42,7 @@ KILL_AFTER_CHECKPOINT = textwrap.dedent(f"""
     def _save_then_die(self, step, *args, **kwargs):
         _save(self, step, *args, **kwargs)
         if step == {KILLED_AT_STEP}:
+            self.wait()
             os.kill(os.getpid(), signal.SIGKILL)
     checkpoint.RunCheckpoints.save = _save_then_die
 """)
