@@ -138,6 +138,19 @@ def early_stopped_run(tiny_data, tmp_path_factory) -> TrainedRun:
 
 
 @pytest.fixture(scope="session")
+def vae_run(tiny_data, tmp_path_factory) -> TrainedRun:
+    """vae / vae, 30 smoke epochs: a detector that ranks the tiny data's lesions above normals,
+    its threshold by Youden's J on validation (F1 flags nearly every image on this
+    anomaly-heavy validation split; the prediction tests need both decisions). Read-only:
+    tests change a `copy_to` copy."""
+    run = TrainedRun(tmp_path_factory.mktemp("vae"), tiny_data.data_dir, "vae", "vae",
+                     {"preset": "smoke", "epochs": 30, "learning_rate": 2e-3,
+                      "threshold_criterion": "youden"})
+    run.train()
+    return run
+
+
+@pytest.fixture(scope="session")
 def draem_run(tiny_data, tmp_path_factory) -> TrainedRun:
     """draem / draem, smoke preset for 3 epochs (its held-out-lesion evaluation on), trained in
     this process; the resume test's uninterrupted reference. Read-only: tests change a

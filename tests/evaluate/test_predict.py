@@ -73,23 +73,10 @@ def test_predict_prints_one_ranked_line_per_image_by_default(early_stopped_run, 
         assert line == f"{row['file']}: {row['pred']} ({probs})"
 
 
-@pytest.fixture(scope="module")
-def anomaly_run(tiny_data, tmp_path_factory):
-    """vae / vae, one smoke epoch: an anomaly run with a validation threshold. Youden's J
-    rather than F1 picks it: on validation with more anomalous than normal images, F1 after one
-    epoch flags every image, and the test needs both decisions."""
-    from conftest import TrainedRun
-
-    run = TrainedRun(tmp_path_factory.mktemp("vae"), tiny_data.data_dir, "vae", "vae",
-                     {"preset": "smoke", "epochs": 1, "threshold_criterion": "youden"})
-    run.train()
-    return run
-
-
 @pytest.mark.slow
 def test_anomaly_prediction_is_the_normalised_score_against_the_validation_threshold(
-        anomaly_run, tmp_path):
-    run = anomaly_run.copy_to(tmp_path)  # predict may write pictures into the run folder
+        vae_run, tmp_path):
+    run = vae_run.copy_to(tmp_path)  # predict may write pictures into the run folder
     expected = _stored_test_images(run, tmp_path / "photos", count=12)
     metrics = json.loads((run.fold / runs.METRICS).read_text())
     records = [json.loads(line) for line in _predict(run, tmp_path / "photos", as_json=True)]

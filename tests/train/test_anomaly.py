@@ -31,15 +31,14 @@ def _run(workdir, model):
     return run, json.loads((run / "metrics.json").read_text()), pd.read_csv(run / "predictions.csv")
 
 
-@pytest.fixture(scope="module")
-def vae_run(tiny_data, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("vae")
-    _train(tiny_data, workdir, "vae", epochs=30, learning_rate=2e-3)
-    return workdir
+@pytest.fixture
+def vae_workdir(vae_run):
+    """The workdir of conftest's shared VAE run (read-only)."""
+    return vae_run.workdir
 
 
-def test_vae_scores_clearly_abnormal_images_above_normals(vae_run, tiny_data):
-    _, metrics, predictions = _run(vae_run, "vae")
+def test_vae_scores_clearly_abnormal_images_above_normals(vae_workdir, tiny_data):
+    _, metrics, predictions = _run(vae_workdir, "vae")
     assert list(predictions.columns) == ["filename", "patient_id", "label", "score", "pred"]
     labels = pd.read_csv(tiny_data.source_dir / "data.csv").set_index("filename")
     clear = labels[["RD", "AO", "RP"]].sum(1).loc[predictions.filename].to_numpy() > 0
@@ -47,8 +46,8 @@ def test_vae_scores_clearly_abnormal_images_above_normals(vae_run, tiny_data):
     assert clear.any() and predictions.score[clear].mean() > normal.mean()
 
 
-def test_metrics_match_scikit_learn_from_predictions(vae_run):
-    _, metrics, predictions = _run(vae_run, "vae")
+def test_metrics_match_scikit_learn_from_predictions(vae_workdir):
+    _, metrics, predictions = _run(vae_workdir, "vae")
     y, score, pred = predictions.label, predictions.score, predictions.pred
     assert metrics["auroc"] == pytest.approx(roc_auc_score(y, score), abs=1e-9)
     assert metrics["auprc"] == pytest.approx(average_precision_score(y, score), abs=1e-9)
@@ -58,7 +57,7 @@ def test_metrics_match_scikit_learn_from_predictions(vae_run):
     assert np.array_equal(pred, (score >= metrics["threshold"]).astype(int))
 
 
-def test_threshold_comes_from_validation_and_is_applied_unchanged(vae_run, tiny_data):
+def test_threshold_comes_from_validation_and_is_applied_unchanged(vae_workdir, tiny_data):
     from jaxfundus.config import load_task, resolve_config
     from jaxfundus.data.datasets import open_dataset
     from jaxfundus.experiment import plan_folds
@@ -66,7 +65,7 @@ def test_threshold_comes_from_validation_and_is_applied_unchanged(vae_run, tiny_
     from jaxfundus.train.loop import Trainer
     from jaxfundus.train.mesh import DataParallel
 
-    run, metrics, _ = _run(vae_run, "vae")
+    run, metrics, _ = _run(vae_workdir, "vae")
     assert metrics["threshold_source"] == "validation"
     config = resolve_config("vae", "vae", "smoke", epochs=6, data_dir=str(tiny_data.data_dir))
     dataset = open_dataset(config.data_dir, config.image_size, log=lambda _: None)
@@ -77,15 +76,17 @@ def test_threshold_comes_from_validation_and_is_applied_unchanged(vae_run, tiny_
     val_scores = trainer.predict(state, val)["score"]
     normalizer = ScoreNormalizer.fit(val_scores)
     assert metrics["normalizer"] == pytest.approx(normalizer.to_dict())
-    expected = choose_threshold(val.targets, normalizer.transform(val_scores), "f1")
+    expected = choose_threshold(val.targets, normalizer.transform(val_scores),
+                                metrics["threshold_criterion"])
+    assert metrics["threshold_criterion"] == "youden"  # conftest's vae_run
     assert metrics["threshold"] == pytest.approx(expected)
 
 
-def test_manual_threshold_is_honoured_exactly(vae_run, tmp_path):
+def test_manual_threshold_is_honoured_exactly(vae_workdir, tmp_path):
     from jaxfundus.commands import evaluate
 
     workdir = tmp_path / "runs"  # eval rewrites metrics.json: a copy, not the shared run
-    shutil.copytree(vae_run, workdir)
+    shutil.copytree(vae_workdir, workdir)
     evaluate(task="vae", model="vae", workdir=str(workdir), threshold=0.123456,
              log=lambda _: None)
     _, metrics, predictions = _run(workdir, "vae")
@@ -93,8 +94,8 @@ def test_manual_threshold_is_honoured_exactly(vae_run, tmp_path):
     assert np.array_equal(predictions.pred, (predictions.score >= 0.123456).astype(int))
 
 
-def test_reconstructions_and_localisation_are_reported(vae_run):
-    run, metrics, _ = _run(vae_run, "vae")
+def test_reconstructions_and_localisation_are_reported(vae_workdir):
+    run, metrics, _ = _run(vae_workdir, "vae")
     with Image.open(run / "reconstructions.png") as grid:
         # 3 panels of 180 px (input, reconstruction, map) per row: normal and >= 1 disease
         assert grid.width == 3 * 180 and grid.height % 180 == 0 and grid.height >= 2 * 180
@@ -113,12 +114,12 @@ def test_ganomaly_trains_through_the_shared_loop(tiny_data, tmp_path):
 
 
 
-def test_image_score_is_recorded_and_honoured(vae_run, tiny_data):
+def test_image_score_is_recorded_and_honoured(vae_workdir, tiny_data):
     """predictions.csv holds the task's pooling (vae.toml: max) of the method's anomaly maps, on
     the validation-fitted scale, and metrics.json says which pooling it was."""
-    run, metrics, predictions = _run(vae_run, "vae")
+    run, metrics, predictions = _run(vae_workdir, "vae")
     assert (metrics["image_score"], metrics["image_score_sigma"]) == ("max", 1.0)
-    predictor = Predictor(vae_run, "vae")
+    predictor = Predictor(vae_workdir, "vae")
     method, [state] = predictor.method, predictor.states
     dataset = open_dataset(tiny_data.data_dir, 32, log=lambda _: None)
     rows = dataset.index.set_index("filename").loc[predictions.filename, "index"]
