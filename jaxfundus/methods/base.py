@@ -60,7 +60,12 @@ class Method(loop.Method, Protocol):
 
 def graphdefs(build) -> tuple[nnx.GraphDef, nnx.GraphDef]:
     """(train-mode graphdef, eval-mode graphdef) of the module `build()` makes, no weights."""
-    model = nnx.eval_shape(build)
+    return graphdefs_of(nnx.eval_shape(build))
+
+
+def graphdefs_of(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.GraphDef]:
+    """(train-mode graphdef, eval-mode graphdef) of `model` (abstract or not; left in eval
+    mode), for a caller that needs the model for more than these two graphs."""
     model.train()
     train_graph = nnx.split(model, nnx.Param, ...)[0]
     model.eval()

@@ -34,7 +34,7 @@ from jaxfundus.evaluate.results import (
     validation_operating_points,
 )
 from jaxfundus.evaluate.saliency import GradCam
-from jaxfundus.methods.base import FoldData, graphdefs, split_variables
+from jaxfundus.methods.base import FoldData, graphdefs_of, split_variables
 from jaxfundus.methods.kinds import MultiLabel, kind_of
 from jaxfundus.metrics import (
     MULTI_LABEL_DECISION_THRESHOLD,
@@ -112,9 +112,11 @@ class SupervisedMethod:
         else:
             self._optimizer = make_optimizer(config.learning_rate, config.weight_decay,
                                              total_steps)
-        self._train_graph, self._eval_graph = graphdefs(lambda: self.build_model(0))
+        # Traced once for all its graphs: tracing ResNet-50's initialisers takes seconds.
+        abstract = nnx.eval_shape(lambda: self.build_model(0))
+        self._train_graph, self._eval_graph = graphdefs_of(abstract)
         if self._frozen_steps:
-            self._frozen_graph = _frozen_backbone_graph(lambda: self.build_model(0))
+            self._frozen_graph = _frozen_backbone_graph(abstract)
 
     def build_model(self, seed: int) -> nnx.Module:
         return build_classifier(self.model_name, len(self.classes), rngs=nnx.Rngs(seed),
@@ -285,10 +287,10 @@ def _process_local(leaf):
     return leaf
 
 
-def _frozen_backbone_graph(build) -> nnx.GraphDef:
-    """The train-mode graphdef of `build()`'s model with every BatchNorm outside the head in
-    inference mode (running statistics used, not updated), for the frozen warm-up."""
-    model = nnx.eval_shape(build)
+def _frozen_backbone_graph(model: nnx.Module) -> nnx.GraphDef:
+    """The train-mode graphdef of `model` (abstract; changed in place) with every BatchNorm
+    outside the head in inference mode (running statistics used, not updated), for the frozen
+    warm-up."""
     model.train()
     for path, node in nnx.iter_graph(model):
         if isinstance(node, nnx.BatchNorm) and path and path[0] != HEAD:

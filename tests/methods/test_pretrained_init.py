@@ -19,6 +19,7 @@ import pytest
 from flax import nnx
 
 from jaxfundus import commands, runs
+from jaxfundus.compile_cache import enable_compilation_cache
 from jaxfundus.config import ConfigError, load_task, resolve_config
 from jaxfundus.data.datasets import open_dataset
 from jaxfundus.data.pipeline import steps_per_epoch, train_batches
@@ -197,8 +198,12 @@ def test_provenance_names_the_file_its_hash_and_source(backbone_file):
 
 
 def _fold(tiny_data, **overrides):
+    """A trainer of this file's end-to-end training (binary, smoke, all of `overrides`), with
+    the persistent compilation cache on as `commands.train` has it: both compile the same
+    ResNet-50 programs, and whichever test runs second loads them instead."""
+    enable_compilation_cache()
     config = resolve_config("binary", MODEL, "smoke", data_dir=str(tiny_data.data_dir),
-                            batch_size=8, **overrides)
+                            **overrides)
     dataset = open_dataset(config.data_dir, config.image_size, log=lambda _: None)
     [fold] = plan_folds(load_task("binary"), config, dataset)
     n_steps = steps_per_epoch(int((fold.split == "train").sum()), config.batch_size)
@@ -207,37 +212,32 @@ def _fold(tiny_data, **overrides):
 
 
 @pytest.mark.slow
-def test_start_state_has_the_files_backbone_and_a_fresh_head(tiny_data, backbone_file):
-    trainer, _, _ = _fold(tiny_data, init=str(backbone_file))
-    fresh, start = trainer.init_state(), trainer.start_state()
+def test_start_state_has_the_files_backbone_and_the_frozen_warm_up_keeps_it(tiny_data,
+                                                                           backbone_file):
+    """One trainer (ResNet-50 builds and compiles slowly) for the start and the warm-up."""
+    trainer, fold, n_steps = _fold(tiny_data, init=str(backbone_file), freeze_epochs=1)
+    fresh, state = trainer.init_state(), trainer.start_state()
     arrays, _ = read_backbone(backbone_file)
-    backbone = _backbone_of(trainer.method, start)
-    assert backbone.keys() == arrays.keys()
+    start_backbone, start_head = _backbone_of(trainer.method, state), _leaves(state.params[HEAD])
+    assert start_backbone.keys() == arrays.keys()
     # Every Param and BatchNorm statistic is the file's, bit for bit.
-    assert all(np.array_equal(backbone[key], arrays[key]) for key in arrays)
+    assert all(np.array_equal(start_backbone[key], arrays[key]) for key in arrays)
     assert any(key.endswith("/norm/var") for key in arrays)
     # The head is the fresh initialisation of this seed, sized for the task's two classes.
-    assert _leaves(start.params[HEAD]).keys() == _leaves(fresh.params[HEAD]).keys()
-    assert all(np.array_equal(a, b) for a, b in zip(_leaves(start.params[HEAD]).values(),
+    assert start_head.keys() == _leaves(fresh.params[HEAD]).keys()
+    assert all(np.array_equal(a, b) for a, b in zip(start_head.values(),
                                                    _leaves(fresh.params[HEAD]).values(),
                                                    strict=True))
-    assert start.params[HEAD]["kernel"].shape == (2048, 2)
+    assert state.params[HEAD]["kernel"].shape == (2048, 2)
     # Placed like the state the jitted step expects.
-    assert all(leaf.sharding == trainer.parallel.replicated for leaf in jax.tree.leaves(start))
+    assert all(leaf.sharding == trainer.parallel.replicated for leaf in jax.tree.leaves(state))
 
-
-@pytest.mark.slow
-def test_frozen_warm_up_leaves_the_backbone_and_its_statistics_unchanged(tiny_data,
-                                                                        backbone_file):
-    trainer, fold, n_steps = _fold(tiny_data, init=str(backbone_file), freeze_epochs=1)
     method, parallel, config = trainer.method, trainer.parallel, trainer.config
     train = fold.data("train")
     batches = train_batches(train.source, train.indices, train.targets,
                             image_size=config.image_size, global_batch=config.batch_size,
                             epochs=config.epochs, seed=config.seed,
                             weights=method.example_weights(train.targets))
-    state = trainer.start_state()
-    start_backbone, start_head = _backbone_of(method, state), _leaves(state.params[HEAD])
     for _ in range(n_steps):  # the frozen epoch
         batch = next(batches)
         state, _ = trainer.train_step(state, parallel.put_batch(

@@ -122,16 +122,17 @@ def test_no_readable_checkpoint_is_a_one_line_error(tiny_data, interrupted, tmp_
     assert "--retrain" in line
 
 
-def test_best_checkpoint_unreadable_in_eval_names_run_and_step(tiny_data, tmp_path):
-    workdir = tmp_path / "runs"
-    assert _run(_train_command(tiny_data.data_dir, workdir, "epochs=1")).returncode == 0
+def test_best_checkpoint_unreadable_in_eval_names_run_and_step(interrupted, tmp_path):
+    # The interrupted run's best checkpoint (the first epoch's) is not its newest: eval reads
+    # the newest one's record of the best step, then fails on the best one, and names it.
+    workdir = _copy(interrupted, tmp_path)
     fold = _fold(workdir)
-    [step] = _steps(fold)
-    _damage(fold / runs.CHECKPOINTS / str(step))
+    best, _ = _steps(fold)[-2:]
+    _damage(fold / runs.CHECKPOINTS / str(best))
     result = _run([sys.executable, "-m", "invoke", "eval", "--task=binary",
                    "--model=simple-cnn", f"--workdir={workdir}"])
     line = _one_line_error(result)
-    assert f"the checkpoint at step {step} in {fold / runs.CHECKPOINTS} is unreadable" in line
+    assert f"the checkpoint at step {best} in {fold / runs.CHECKPOINTS} is unreadable" in line
 
 
 def test_a_second_train_on_a_running_run_stops_and_a_killed_holder_is_taken_over(tiny_data,
@@ -201,12 +202,13 @@ def _can_mount_tmpfs() -> bool:
 @pytest.mark.skipif(not _can_mount_tmpfs(),
                     reason="needs `unshare -rm` to mount a small tmpfs (a real full disk)")
 def test_full_disk_while_saving_stops_cleanly_and_earlier_checkpoints_resume(tiny_data,
+                                                                            interrupted,
                                                                             tmp_path):
-    # How much one checkpoint takes, measured on a normal disk.
-    sized = tmp_path / "sized"
-    assert _run(_train_command(tiny_data.data_dir, sized, "epochs=1")).returncode == 0
-    [step] = _steps(_fold(sized))
-    checkpoint = sum(p.stat().st_size for p in (_fold(sized) / runs.CHECKPOINTS).rglob("*")
+    # How much one checkpoint takes, measured on a normal disk: the interrupted run's first
+    # epoch's, the same model and optimizer state as the first checkpoint below.
+    step, _ = _steps(_fold(interrupted))[-2:]
+    checkpoint = sum(p.stat().st_size
+                     for p in (_fold(interrupted) / runs.CHECKPOINTS / str(step)).rglob("*")
                      if p.is_file())
     # A disk with room for the first epoch's checkpoint but not for a second one beside it.
     kib = (checkpoint * 8 // 5 + 512 * 1024) // 1024
