@@ -98,8 +98,8 @@ def test_eval_rescores_the_best_checkpoint_identically(draem_run, tmp_path):
 
 def test_report_shows_the_image_score_localisation_and_heldout_aurocs(draem_run, tmp_path):
     workdir = tmp_path / "runs"
-    shutil.copytree(draem_run, workdir)
-    metrics = json.loads((_fold(workdir) / "metrics.json").read_text())
+    shutil.copytree(draem_run, workdir)  # the report is written into the workdir
+    metrics = json.loads((workdir / "draem" / "draem" / "fold-0" / "metrics.json").read_text())
     page = write_report(workdir).read_text()
     section = page.split('<section id="anomaly">', 1)[1].split("</section>", 1)[0]
     per_disease = ", ".join(f"{name} {value:.3f}"
