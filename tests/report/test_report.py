@@ -39,6 +39,7 @@ from jaxfundus.evaluate.results import (
 )
 from jaxfundus.methods.kinds import kind_of
 from jaxfundus.report import summary_table, write_report
+from jaxfundus.report.sections.anomaly import image_score_text
 from jaxfundus.report.sections.clinical import pooled_reliability
 
 REPO = Path(__file__).resolve().parents[2]
@@ -282,8 +283,28 @@ def test_empty_workdir_lists_the_matrix_and_says_each_section_is_empty(tmp_path)
     table = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert (table["status"] == "not trained").all() and len(table) == len(_matrix())
     assert "<img" not in page
-    for section_id in ("curves", "cv", "per-disease", "roc", "reconstructions", "eda"):
+    for section_id in ("curves", "cv", "per-disease", "roc", "anomaly", "reconstructions",
+                       "eda"):
         assert 'class="empty"' in _section(page, section_id)
+
+
+@pytest.mark.parametrize(("metrics", "text"), [
+    ({"image_score": "top-k", "image_score_k": 5.0, "image_score_sigma": 1.0},
+     "top 5% of the map, sigma 1 px"),
+    ({"image_score": "max", "image_score_k": 1.0, "image_score_sigma": 2.5},
+     "max of the map, sigma 2.5 px"),
+    ({"image_score": "mean", "image_score_sigma": 1.0}, "mean of the map"),
+    ({"image_score": "latent"}, "latent distance"),
+    ({}, "not recorded"),  # metrics.json written before image scores existed
+])
+def test_anomaly_image_score_is_described_with_its_k_and_sigma(metrics, text):
+    assert image_score_text(metrics) == text
+
+
+def test_anomaly_section_lists_each_anomaly_run(page):
+    section = _section(page, "anomaly")
+    assert "<td>ganomaly / ganomaly</td><td>0</td>" in section
+    assert "binary / resnet50" not in section  # supervised runs have their own sections
 
 
 def _chromium() -> str:

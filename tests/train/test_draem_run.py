@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from jaxfundus import commands
 from jaxfundus.data.labels import DISEASES
 from jaxfundus.predict import Predictor
+from jaxfundus.report import write_report
 
 
 def test_metrics_hold_the_heldout_evaluation(draem_run, tiny_data):
@@ -72,3 +73,18 @@ def test_eval_rescores_the_best_checkpoint_identically(draem_run, tmp_path):
     after = json.loads(metrics_path.read_text())
     for name in ("auroc", "pixel_auroc", "threshold", "auroc_per_disease", "heldout_diseases"):
         assert after[name] == pytest.approx(before[name]), name
+
+
+def test_report_shows_the_image_score_localisation_and_heldout_aurocs(draem_run, tmp_path):
+    run = draem_run.copy_to(tmp_path)  # the report is written into the workdir
+    workdir = run.workdir
+    metrics = json.loads((run.fold / "metrics.json").read_text())
+    page = write_report(workdir).read_text()
+    section = page.split('<section id="anomaly">', 1)[1].split("</section>", 1)[0]
+    per_disease = ", ".join(f"{name} {value:.3f}"
+                            for name, value in metrics["auroc_per_disease"].items())
+    cells = ["draem / draem", "0", "patients", "top 5% of the map, sigma 1 px",
+             f"{metrics['auroc']:.3f}",
+             f"{metrics['pixel_auroc']:.3f} ({metrics['n_localisation_images']})",
+             "DR, RD, RP, DM", "AMD, RVO, Gla, MH, AO", per_disease]
+    assert "".join(f"<td>{cell}</td>" for cell in cells) in section

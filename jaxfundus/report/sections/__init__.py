@@ -7,6 +7,7 @@ its evaluators); nothing else in the report changes.
     study.py     the study's figures redone: curves, folds, per disease, ROC, confusion,
                  reconstructions, EDA
     clinical.py  calibration, operating points, saliency maps, model comparisons
+    anomaly.py   the anomaly detectors' image scores, localisation and per-disease AUROC
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import dataclasses
 from collections.abc import Callable
 
 from jaxfundus.report.load import ReportData
-from jaxfundus.report.sections import clinical, overview, study
+from jaxfundus.report.sections import anomaly, clinical, overview, study
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,8 @@ SECTIONS = [
             clinical.operating_points),
     Section("saliency", "Where the classifiers looked (Grad-CAM)", clinical.saliency),
     Section("comparisons", "Comparing models on the same test images", clinical.comparisons),
+    Section("anomaly", "Anomaly detectors: image score, localisation, held-out lesions",
+            anomaly.detectors),
     Section("reconstructions", "Anomaly-detector reconstructions (study Fig 6)",
             study.reconstructions),
     Section("eda", "Exploratory data analysis (study Figs 1-3)", study.eda),
