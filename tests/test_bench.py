@@ -76,6 +76,7 @@ def test_pipeline_times_the_uint8_batches_the_step_receives(tiny_data):
     assert result["img_per_s_per_worker"] == result["img_per_s"]  # workers=0: one, this process
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                     reason="PyTorch reference not installed (pip install torch==2.13.0)")
 def test_torch_reference_times_the_same_step_shape():

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxfundus.config import load_task, resolve_config
@@ -23,6 +24,7 @@ def _real_images() -> jax.Array:
     return jnp.asarray((checker + noise).astype(np.float32))
 
 
+@pytest.mark.slow
 def test_discriminator_is_reinitialised_when_its_loss_collapses():
     method, images = _method(), _real_images()
     step = jax.jit(method.train_step)

@@ -17,6 +17,8 @@ from jaxfundus.data.labels import DISEASES
 from jaxfundus.predict import Predictor
 from jaxfundus.report import write_report
 
+pytestmark = pytest.mark.slow  # every test reads conftest's trained DRAEM run
+
 
 def test_metrics_hold_the_heldout_evaluation(draem_run, tiny_data):
     fold = draem_run.fold
