@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import os
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,23 @@ SLOW_ELSEWHERE = (
     "tests/models/test_draem.py::test_anomaly_map_is_a_probability_per_pixel",
     "tests/models/test_keras_weights.py::test_load_backbone_",  # a ResNet-18 file per test
 )
+
+
+def kill_after_checkpoint(step: int) -> str:
+    """Python lines for a training child process: SIGKILL itself once its checkpoint at `step`
+    is on disk (saves run in the background, so it waits for that one), so every run of a
+    kill -9 test resumes from the same state."""
+    return textwrap.dedent(f"""
+        import os, signal
+        from jaxfundus.train import checkpoint
+        _save = checkpoint.RunCheckpoints.save
+        def _save_then_die(self, step, *args, **kwargs):
+            _save(self, step, *args, **kwargs)
+            if step == {step}:
+                self.wait()
+                os.kill(os.getpid(), signal.SIGKILL)
+        checkpoint.RunCheckpoints.save = _save_then_die
+    """)
 
 
 def pytest_collection_modifyitems(config, items):

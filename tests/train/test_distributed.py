@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import kill_after_checkpoint
 
 from jaxfundus import runs
 
@@ -32,20 +33,8 @@ TRAIN_CODE = textwrap.dedent("""
                    log=lambda line: print(line, flush=True))
 """)
 KILLED_AT_STEP = 4  # mid-epoch 1: the resume restores the iterator's position and the sums
-# The child kills itself with SIGKILL the moment its step-4 checkpoint is on disk (saves run in
-# the background, so it waits for that one), so every run resumes from the same state:
-# checkpoint 4, nothing later.
-KILL_AFTER_CHECKPOINT = textwrap.dedent(f"""
-    import os, signal
-    from jaxfundus.train import checkpoint
-    _save = checkpoint.RunCheckpoints.save
-    def _save_then_die(self, step, *args, **kwargs):
-        _save(self, step, *args, **kwargs)
-        if step == {KILLED_AT_STEP}:
-            self.wait()
-            os.kill(os.getpid(), signal.SIGKILL)
-    checkpoint.RunCheckpoints.save = _save_then_die
-""")
+# The child kills itself once its step-4 checkpoint is on disk: checkpoint 4, nothing later.
+KILL_AFTER_CHECKPOINT = kill_after_checkpoint(KILLED_AT_STEP)
 PORT_TAKEN = "Failed to start RPC server"  # the coordinator's port was taken meanwhile
 
 
