@@ -32,14 +32,6 @@ if "XLA_FLAGS" in os.environ:
 retain_freed_memory()
 
 TINY_IMAGE_SIZE = 32
-# Tests that train, in files other work is changing now: marked slow here until their files
-# carry the mark themselves (node-id prefixes).
-SLOW_ELSEWHERE = (
-    "tests/train/test_anomaly.py::",
-    "tests/models/test_draem.py::test_training_steps_lower_the_loss_deterministically",
-    "tests/models/test_draem.py::test_anomaly_map_is_a_probability_per_pixel",
-    "tests/models/test_keras_weights.py::test_load_backbone_",  # a ResNet-18 file per test
-)
 
 
 def kill_after_checkpoint(step: int) -> str:
@@ -57,12 +49,6 @@ def kill_after_checkpoint(step: int) -> str:
                 os.kill(os.getpid(), signal.SIGKILL)
         checkpoint.RunCheckpoints.save = _save_then_die
     """)
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid.startswith(SLOW_ELSEWHERE):
-            item.add_marker(pytest.mark.slow)
 
 
 class TinyData:

@@ -38,6 +38,7 @@ def test_forward_shapes(size, levels):
     assert (logits.shape, logits.dtype) == ((2, size, size), jnp.float32)
 
 
+@pytest.mark.slow
 def test_anomaly_map_is_a_probability_per_pixel():
     model = DRAEM(32, recon_features=4, seg_features=4, levels=2, rngs=rngs())
     x = jnp.tanh(jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32))
@@ -142,6 +143,7 @@ def train_losses(batch, steps: int) -> list[float]:
     return losses
 
 
+@pytest.mark.slow
 def test_training_steps_lower_the_loss_deterministically(tiny_data):
     batch = training_batch(tiny_data.source_dir)
     assert bool(batch[2].any())  # the batch does carry anomalies

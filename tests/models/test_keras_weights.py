@@ -298,6 +298,7 @@ def resnet18_file(tmp_path) -> Path:
                          source="test donor")
 
 
+@pytest.mark.slow  # a ResNet-18 weights file per test
 def test_load_backbone_replaces_every_backbone_variable_and_keeps_the_head(resnet18_file):
     model = build_classifier("resnet18", 5, rngs=nnx.Rngs(2))
     head_before = jax.tree.map(np.asarray, nnx.state(model.head))
@@ -308,6 +309,7 @@ def test_load_backbone_replaces_every_backbone_variable_and_keeps_the_head(resne
     jax.tree.map(np.testing.assert_array_equal, nnx.state(model.head), head_before)
 
 
+@pytest.mark.slow  # a ResNet-18 weights file per test
 @pytest.mark.parametrize("damage", ["drop", "reshape", "extra"])
 def test_load_backbone_refuses_a_partial_or_mismatched_file(resnet18_file, damage):
     arrays, _ = read_backbone(resnet18_file)
@@ -332,6 +334,7 @@ def test_load_backbone_refuses_a_partial_or_mismatched_file(resnet18_file, damag
     assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing half-loaded
 
 
+@pytest.mark.slow  # a ResNet-18 weights file per test
 def test_load_backbone_refuses_another_model_or_no_file(resnet18_file, tmp_path):
     model = build_classifier("resnet18", 3, rngs=nnx.Rngs(2))
     assert "not 'resnet50'" in _one_line_error(

@@ -19,6 +19,8 @@ from jaxfundus.data.pipeline import normalize, resize
 from jaxfundus.evaluate.thresholds import ScoreNormalizer, choose_threshold
 from jaxfundus.predict import Predictor
 
+pytestmark = pytest.mark.slow  # every test trains or reads a trained detector
+
 
 def _train(tiny_data, workdir, model, **kwargs):
     return commands.train(task=model, model=model, preset="smoke",
