@@ -103,10 +103,12 @@ class RunConfig:
     # "none": none). On the generator's data the test split then holds normals and images of
     # only these diseases, and validation none of them (the held-out-lesion evaluation).
     heldout_diseases: str = ""
-    # Synthetic anomalies (DRAEM): the share of training images that get one, and the share
-    # of those that get a texture rather than disease lesions.
+    # Synthetic anomalies (DRAEM): the share of training images that get one, and the shares
+    # of those that get a texture and a change of existing structure (swelling, shrinking,
+    # paler or darker tone); the rest get disease lesions.
     anomaly_probability: float = 0.5
     texture_probability: float = 0.5
+    structure_probability: float = 0.0
     # DRAEM's width: channels at the first level of both sub-networks (doubling below it).
     draem_features: int = 16
 
@@ -325,10 +327,14 @@ def check_config(config: RunConfig) -> RunConfig:
         value = getattr(config, key)
         if not 0 < value < 1:
             raise ConfigError(f"{key} = {value!r}: expected a fraction between 0 and 1")
-    for key in ("anomaly_probability", "texture_probability"):
+    for key in ("anomaly_probability", "texture_probability", "structure_probability"):
         value = getattr(config, key)
         if not 0 <= value <= 1:
             raise ConfigError(f"{key} = {value!r}: expected a probability between 0 and 1")
+    if config.texture_probability + config.structure_probability > 1:
+        raise ConfigError(f"texture_probability + structure_probability = "
+                          f"{config.texture_probability} + {config.structure_probability}: "
+                          "expected at most 1 (they are shares of the same anomalies)")
     if not 0 < config.image_score_k <= 100:
         raise ConfigError(f"image_score_k = {config.image_score_k!r}: expected a percentage in "
                           "(0, 100]")

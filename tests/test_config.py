@@ -161,6 +161,8 @@ def test_a_task_file_sets_run_settings_that_the_command_line_overrides():
                                 "latent"),
     ({"image_score_k": 0.0}, "image_score_k = 0.0: expected a percentage in (0, 100]"),
     ({"anomaly_probability": 1.5}, "anomaly_probability = 1.5: expected a probability"),
+    ({"texture_probability": 0.7, "structure_probability": 0.4},
+     "texture_probability + structure_probability = 0.7 + 0.4: expected at most 1"),
     ({"image_score_sigma": -1.0}, "image_score_sigma = -1.0: expected a value >= 0"),
 ])
 def test_anomaly_settings_are_checked(overrides, message):

@@ -2,8 +2,9 @@
 
 Each training image gets, with probability config.anomaly_probability, one synthetic anomaly
 painted in on the host (`SyntheticAnomalies`, around jaxfundus.synthetic.anomalies.paint_anomaly):
-a Perlin-shaped foreign texture (config.texture_probability) or the lesion stamps of one of the
-diseases it may train on, which are all stamped diseases but config.heldout_diseases. The
+a Perlin-shaped foreign texture (config.texture_probability), a change of existing structure
+(config.structure_probability) or the lesion stamps of one of the diseases it may train on,
+which are all stamped diseases but config.heldout_diseases. The
 network learns to give back the clean picture and to segment what was painted; its predicted
 anomaly map, pooled, scores an image.
 """
@@ -35,18 +36,21 @@ class SyntheticAnomalies:
     seeded generator -> {"anomaly_image": uint8[S,S,3], "anomaly_mask": bool[S,S]}.
 
     With probability `anomaly_probability` the image gets one synthetic anomaly (a texture with
-    probability `texture_probability`, else the lesions of one of `diseases`) and the mask is
-    exactly its changed pixels; otherwise the image is returned unchanged with an empty mask.
+    probability `texture_probability`, a structural change with `structure_probability`, else
+    the lesions of one of `diseases`) and the mask is exactly its changed pixels; otherwise the
+    image is returned unchanged with an empty mask.
     """
 
     diseases: tuple[str, ...]
     anomaly_probability: float
     texture_probability: float
+    structure_probability: float = 0.0
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         if rng.random() >= self.anomaly_probability:
             return {"anomaly_image": image, "anomaly_mask": np.zeros(image.shape[:2], bool)}
-        painted, mask = paint_anomaly(image, rng, self.diseases, self.texture_probability)
+        painted, mask = paint_anomaly(image, rng, self.diseases, self.texture_probability,
+                                      p_structure=self.structure_probability)
         return {"anomaly_image": painted, "anomaly_mask": mask}
 
 
@@ -80,7 +84,8 @@ class DraemMethod(AnomalyMethod):
         heldout = heldout_diseases(config)
         self.lesion_diseases = tuple(d for d in DISEASES if d in STAMPS and d not in heldout)
         self.example_transform = SyntheticAnomalies(
-            self.lesion_diseases, config.anomaly_probability, config.texture_probability)
+            self.lesion_diseases, config.anomaly_probability, config.texture_probability,
+            config.structure_probability)
         self._image_size = config.image_size
         self._features = config.draem_features
         self._dtype = jnp.dtype(config.dtype)

@@ -51,6 +51,14 @@ DD_PER_RADIUS = (0.13, 0.3)
 MIN_PERLIN_CELL = 8
 PERLIN_THRESHOLD = 0.5  # DRAEM's
 MAX_TEXTURE_OPACITY = 0.8  # DRAEM's beta ~ U(0, 0.8): the image's share inside the mask
+# A structural change must move some channel by at least this many grey levels (of 255) at a
+# pixel to count there: a warp shifts smooth background by a level or two, which no reader
+# would call a lesion, and such pixels are left as they were.
+STRUCTURE_TOLERANCE = 6
+# Local magnification of a warp: shrink to half or swell to twice the size, never less than
+# MIN_MAGNIFICATION away from 1 (the radial profile below stays monotonic over this range).
+MAGNIFICATION = (0.5, 2.0)
+MIN_MAGNIFICATION = 1.3
 
 UNSTAMPED = {
     "Gla": "glaucoma changes existing structures (a larger cup, a paler disc, atrophy at the "
@@ -157,6 +165,21 @@ class Retina:
         self.local = total / np.maximum(norm, 1e-3)[..., None]
         self.pole = self.inside(self.centre + rng.normal(0, 0.25 * self.radius, (1, 2)), rng)[0]
 
+    def salient(self) -> np.ndarray:
+        """(x, y) px: the brightest spot of the picture smoothed at a quarter disc diameter,
+        inside `inner`; on a fundus photograph usually the optic disc."""
+        sigma = max(0.25 * self.dd, 0.5)
+        brightness = cv2.GaussianBlur(self.rgb.mean(-1), (0, 0), sigma)
+        y, x = np.unravel_index(np.argmax(np.where(self.inner, brightness, -1.0)),
+                                brightness.shape)
+        return np.float32([x, y])
+
+    def random_point(self, rng: np.random.Generator) -> np.ndarray:
+        """(x, y) px: a pixel of `inner` drawn uniformly."""
+        ys, xs = np.nonzero(self.inner)
+        pick = int(rng.integers(len(xs)))
+        return np.float32([xs[pick], ys[pick]])
+
     def layer(self) -> np.ndarray:
         """A blank uint8[S,S] layer to draw a shape into (255 = fully inside)."""
         return np.zeros(self.fov.shape, np.uint8)
@@ -177,9 +200,7 @@ class Retina:
         ok = self.within(points)
         if ok.any():
             return points[ok]
-        ys, xs = np.nonzero(self.inner)
-        pick = int(rng.integers(len(xs)))
-        return np.float32([[xs[pick], ys[pick]]])
+        return self.random_point(rng)[None]
 
     def paint(self, shape: np.ndarray, material: str, opacity: float, blur: float = 0.0) -> None:
         """Moves pixels towards MATERIALS[material](local colour) by alpha = shape/255 * opacity
@@ -593,25 +614,103 @@ def paint_texture(image: np.ndarray, rng: np.random.Generator,
     return out, changed_pixels(image, out)
 
 
+def _warp(rgb: np.ndarray, centre: np.ndarray, radius: float,
+          rng: np.random.Generator) -> np.ndarray:
+    """The picture swollen or shrunk within `radius` px of `centre`: float32[S,S,3].
+
+    A pixel at distance r (in radii) samples the source at r * (1 + (1/m - 1)(1 - r^2)^2): the
+    middle is magnified m times, the border r = 1 does not move, and the map is monotonic for
+    m in MAGNIFICATION, so nothing folds over.
+    """
+    m = np.exp(rng.uniform(np.log(MIN_MAGNIFICATION), np.log(MAGNIFICATION[1])))
+    if rng.random() < 0.5:
+        m = max(1 / m, MAGNIFICATION[0])
+    h, w = rgb.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    dx, dy = xs - centre[0], ys - centre[1]
+    r2 = np.minimum((dx * dx + dy * dy) / np.float32(radius * radius), 1)
+    scale = 1 + np.float32(1 / m - 1) * (1 - r2) ** 2
+    return cv2.remap(rgb, centre[0] + dx * scale, centre[1] + dy * scale, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
+
+
+def _retone(retina: Retina, centre: np.ndarray, radius: float,
+            rng: np.random.Generator) -> np.ndarray:
+    """The picture paler or darker over a soft elliptical blob, its texture kept (each pixel
+    screened towards a pale tint or multiplied by dark gains): float32[S,S,3]."""
+    blob = retina.layer()
+    draw_ellipses(blob, centre[None], [[radius, radius * rng.uniform(0.5, 1.0)]],
+                  [rng.uniform(0, 180)])
+    alpha = cv2.GaussianBlur(blob.astype(np.float32) / 255, (0, 0), max(0.25 * radius, 0.5))
+    alpha = (alpha * rng.uniform(0.4, 0.9))[..., None]
+    rgb = retina.rgb
+    if rng.random() < 0.5:
+        tint = np.float32(rng.uniform(0.25, 0.6) * np.array([1, rng.uniform(0.85, 1),
+                                                              rng.uniform(0.6, 1)]))
+        target = 1 - (1 - rgb) * (1 - tint)
+    else:
+        target = rgb * rng.uniform(0.45, 0.8, 3).astype(np.float32)
+    return rgb + alpha * (target - rgb)
+
+
+def paint_structure(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A generic change of existing structure: a local swelling or shrinking, a paler or darker
+    tone with the texture kept, or both, over 0.5-1.5 disc diameters.
+
+    Lesion stamps add something new; many diseases instead change what is there (a larger pale
+    cup, an atrophic border, a swollen or thinned vessel), and a detector trained only on added
+    things has no reason to notice those. Half the changes are centred on the picture's most
+    conspicuous structure (`Retina.salient`, where a warp changes the most), the rest anywhere
+    in the field. No disease's painter is used. Pixels whose change stays under
+    STRUCTURE_TOLERANCE keep their value.
+    image: uint8[S,S,3] -> (uint8[S,S,3], bool[S,S] exactly the changed pixels, inside the field
+    of view; empty when the change was too faint anywhere, e.g. a warp of a flat region).
+    """
+    _check_image(image)
+    retina = Retina(image, rng)
+    centre = retina.salient() if rng.random() < 0.5 else retina.random_point(rng)
+    radius = max(rng.uniform(0.5, 1.5) * retina.dd, 2.0)
+    kind = int(rng.integers(3))  # 0 warp, 1 tone, 2 both
+    if kind != 1:
+        retina.rgb = _warp(retina.rgb, centre, radius, rng)
+    if kind != 0:
+        retina.rgb = _retone(retina, centre, radius, rng)
+    out = np.clip(np.rint(retina.rgb * 255), 0, 255).astype(np.uint8)
+    visible = np.abs(out.astype(np.int16) - image).max(-1) >= STRUCTURE_TOLERANCE
+    out = np.where((visible & retina.fov)[..., None], out, image)
+    return out, changed_pixels(image, out)
+
+
 def paint_anomaly(image: np.ndarray, rng: np.random.Generator,
                   diseases: Sequence[str] = tuple(STAMPS), p_texture: float = 0.5,
-                  source: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  source: np.ndarray | None = None,
+                  p_structure: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic anomaly for a normal photograph, for training a DRAEM-style detector.
 
-    With probability `p_texture` (always when `diseases` is empty) a texture anomaly
-    (`paint_texture`, foreign texture from `source` or procedural), else the lesions of one
-    disease drawn uniformly from `diseases` (`paint_lesions`). A held-out-lesion evaluation
-    passes the training diseases only.
+    With probability `p_structure` a change of existing structure (`paint_structure`), with
+    probability `p_texture` a texture anomaly (`paint_texture`, foreign texture from `source` or
+    procedural), else the lesions of one disease drawn uniformly from `diseases`
+    (`paint_lesions`; a texture when `diseases` is empty). A held-out-lesion evaluation passes
+    the training diseases only. A structure or lesion too faint to change a pixel falls back
+    to a texture.
     image: uint8[S,S,3] -> (uint8[S,S,3], bool[S,S] exactly the changed pixels, inside the
     field of view; non-empty unless the picture is flat black).
     """
     _check_image(image)
     _check_diseases(diseases)
-    if not 0 <= p_texture <= 1:
-        raise ValueError(f"p_texture must be in [0, 1], got {p_texture}")
-    if not diseases or rng.random() < p_texture:
+    for name, p in (("p_texture", p_texture), ("p_structure", p_structure)):
+        if not 0 <= p <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {p}")
+    if p_texture + p_structure > 1:
+        raise ValueError(f"p_texture + p_structure must be at most 1, got "
+                         f"{p_texture} + {p_structure}")
+    choice = rng.random() if diseases or p_structure else 0.0
+    if choice < p_structure:
+        out, mask = paint_structure(image, rng)
+    elif not diseases or choice < p_structure + p_texture:
         return paint_texture(image, rng, source)
-    out, mask = paint_lesions(image, rng, diseases[int(rng.integers(len(diseases)))])
-    if not mask.any():  # lesions too faint to change a pixel: fall back to a texture
+    else:
+        out, mask = paint_lesions(image, rng, diseases[int(rng.integers(len(diseases)))])
+    if not mask.any():
         return paint_texture(image, rng, source)
     return out, mask

@@ -9,10 +9,13 @@ from jaxfundus.data.images import letterbox, load_rgb
 from jaxfundus.data.labels import DISEASES
 from jaxfundus.synthetic.anomalies import (
     STAMPS,
+    STRUCTURE_TOLERANCE,
     UNSTAMPED,
+    Retina,
     field_of_view,
     paint_anomaly,
     paint_lesions,
+    paint_structure,
     paint_texture,
     perlin_mask,
     perlin_noise,
@@ -80,11 +83,55 @@ def test_texture_changes_exactly_its_mask_inside_the_field(photo, request):
         check_exact_mask_in_field(image, out, mask)
 
 
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_structure_change_changes_exactly_its_mask_inside_the_field(photo, request):
+    image = request.getfixturevalue(photo)
+    drawn = 0
+    for seed in range(12):
+        out, mask = paint_structure(image, np.random.default_rng(seed))
+        if mask.any():  # a warp of a flat region may change nothing visibly
+            check_exact_mask_in_field(image, out, mask)
+            drawn += 1
+            # Every changed pixel moved by at least the tolerance; the change is local.
+            moved = np.abs(out.astype(int) - image).max(-1)
+            assert moved[mask].min() >= STRUCTURE_TOLERANCE
+            assert mask.sum() < 0.5 * field_of_view(image).sum()
+        else:
+            np.testing.assert_array_equal(out, image)
+    assert drawn >= 9
+
+
+def test_salient_point_is_the_optic_disc():
+    # The generator's glaucoma eye marks its cup (inside the disc) in the lesion mask; the
+    # brightest smoothed spot must fall on it, in both styles.
+    for index, style in enumerate(["colour", "optos"] * 3):
+        spec = ImageSpec(index, f"00000{index}_00.jpg", "00000", index, "L", 60, "F", ("Gla",))
+        rgb, lesions = render_image(spec, RenderConfig(seed=index, style=style, width=160,
+                                                       height=120, severity=1.0))
+        x, y = Retina(rgb, np.random.default_rng(0)).salient().astype(int)
+        near = lesions[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3]
+        assert near.any(), (style, index, (x, y))
+
+
+def test_structure_probability_draws_structure_changes(retina):
+    # p_structure=1 is exactly paint_structure from the same stream after the kind draw.
+    rng = np.random.default_rng(5)
+    rng.random()
+    expected = paint_structure(retina, rng)
+    out, mask = paint_anomaly(retina, np.random.default_rng(5), diseases=("DR",), p_texture=0,
+                              p_structure=1)
+    np.testing.assert_array_equal(out, expected[0])
+    np.testing.assert_array_equal(mask, expected[1])
+    with pytest.raises(ValueError, match="at most 1"):
+        paint_anomaly(retina, np.random.default_rng(0), p_texture=0.6, p_structure=0.6)
+
+
 def test_letterbox_bars_stay_black(optos):
     bars = optos.max(-1) == 0
     assert bars.any()  # the 4:3 picture leaves black bars in the square
     for seed in range(20):
-        out, _ = paint_anomaly(optos, np.random.default_rng(seed))
+        out, _ = paint_anomaly(optos, np.random.default_rng(seed), p_texture=0.3,
+                               p_structure=0.3)
         assert (out[bars] == 0).all()
 
 
