@@ -103,6 +103,10 @@ class RunConfig:
     # "none": none). On the generator's data the test split then holds normals and images of
     # only these diseases, and validation none of them (the held-out-lesion evaluation).
     heldout_diseases: str = ""
+    # Diseases whose lesions a detector never trains on either, and whose images alone (with
+    # normals) make up validation on the generator's data: checkpoint and threshold are then
+    # chosen on lesion types the detector has not seen, as the held-out test grades it.
+    validation_diseases: str = ""
     # Synthetic anomalies (DRAEM): the share of training images that get one, and the shares
     # of those that get a texture and a change of existing structure (swelling, shrinking,
     # paler or darker tone); the rest get disease lesions.
@@ -111,6 +115,9 @@ class RunConfig:
     structure_probability: float = 0.0
     # DRAEM's width: channels at the first level of both sub-networks (doubling below it).
     draem_features: int = 16
+    # DRAEM evaluates an exponential moving average of its weights, this decay per step
+    # (0: the latest weights).
+    draem_ema_decay: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -331,6 +338,9 @@ def check_config(config: RunConfig) -> RunConfig:
         value = getattr(config, key)
         if not 0 <= value <= 1:
             raise ConfigError(f"{key} = {value!r}: expected a probability between 0 and 1")
+    if not 0 <= config.draem_ema_decay < 1:
+        raise ConfigError(f"draem_ema_decay = {config.draem_ema_decay!r}: expected a decay in "
+                          "[0, 1)")
     if config.texture_probability + config.structure_probability > 1:
         raise ConfigError(f"texture_probability + structure_probability = "
                           f"{config.texture_probability} + {config.structure_probability}: "

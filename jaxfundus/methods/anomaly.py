@@ -33,7 +33,12 @@ from jaxfundus.evaluate.reconstructions import (
 )
 from jaxfundus.evaluate.results import anomaly_results
 from jaxfundus.methods.base import FoldData
-from jaxfundus.methods.kinds import disease_matrix, evaluated_heldout, heldout_diseases
+from jaxfundus.methods.kinds import (
+    disease_matrix,
+    evaluated_heldout,
+    evaluated_validation,
+    untrained_diseases,
+)
 from jaxfundus.metrics import roc_auc
 from jaxfundus.train.loop import Trainer
 
@@ -57,7 +62,7 @@ class AnomalyMethod:
         if config.image_score not in self.image_scores:
             raise ConfigError(f"image_score = {config.image_score!r}: {config.model} scores "
                               f"images with {', '.join(self.image_scores)}")
-        heldout_diseases(config)  # a misspelt disease fails before any training
+        untrained_diseases(config)  # a misspelt disease fails before any training
         self._maps = jax.jit(self.anomaly_maps)
 
     def example_weights(self, train_targets: np.ndarray) -> None:
@@ -101,6 +106,9 @@ class AnomalyMethod:
         heldout = evaluated_heldout(config, fold.dataset)
         if heldout:
             metrics["heldout_diseases"] = list(heldout)
+        validation = evaluated_validation(config, fold.dataset)
+        if validation:
+            metrics["validation_diseases"] = list(validation)
         size = config.image_size
         metrics.update(localisation_auroc(self, state, fold.dataset, test_frame, size))
         if write_files:

@@ -4,7 +4,8 @@ Each training image gets, with probability config.anomaly_probability, one synth
 painted in on the host (`SyntheticAnomalies`, around jaxfundus.synthetic.anomalies.paint_anomaly):
 a Perlin-shaped foreign texture (config.texture_probability), a change of existing structure
 (config.structure_probability) or the lesion stamps of one of the diseases it may train on,
-which are all stamped diseases but config.heldout_diseases. The
+which are all stamped diseases but those held out (config.heldout_diseases and
+config.validation_diseases). The
 network learns to give back the clean picture and to segment what was painted; its predicted
 anomaly map, pooled, scores an image.
 """
@@ -23,7 +24,7 @@ from jaxfundus.config import ConfigError
 from jaxfundus.data.labels import DISEASES
 from jaxfundus.methods.anomaly import AnomalyMethod
 from jaxfundus.methods.base import graphdefs, split_variables
-from jaxfundus.methods.kinds import heldout_diseases
+from jaxfundus.methods.kinds import untrained_diseases
 from jaxfundus.models.draem import DRAEM, check_draem_size, draem_loss
 from jaxfundus.synthetic.anomalies import STAMPS, paint_anomaly
 
@@ -56,9 +57,14 @@ class SyntheticAnomalies:
 
 @struct.dataclass
 class DraemState:
+    """Training variables (`params`, `rest`: BatchNorm statistics), Adam's state, and their
+    exponential moving averages, which evaluation and prediction use."""
+
     params: nnx.State
     rest: nnx.State
     opt: optax.OptState
+    average_params: nnx.State
+    average_rest: nnx.State
 
 
 class DraemMethod(AnomalyMethod):
@@ -66,7 +72,8 @@ class DraemMethod(AnomalyMethod):
     config.draem_features wide at the top level, with 4 poolings; loss: L2 + (1 - SSIM) of the
     reconstruction against the clean image, plus the focal loss of the predicted map against
     the painted mask. Adam with a cosine decay of the learning rate over the run. Anomaly map:
-    the predicted anomaly probability per pixel.
+    the predicted anomaly probability per pixel. Evaluation uses an exponential moving average
+    of the weights and statistics (decay config.draem_ema_decay per step; 0 = the latest).
     """
 
     models = ("draem",)
@@ -81,8 +88,8 @@ class DraemMethod(AnomalyMethod):
             check_draem_size(config.image_size, self.levels)
         except ValueError as error:
             raise ConfigError(f"image_size = {config.image_size}: {error}") from None
-        heldout = heldout_diseases(config)
-        self.lesion_diseases = tuple(d for d in DISEASES if d in STAMPS and d not in heldout)
+        unseen = untrained_diseases(config)
+        self.lesion_diseases = tuple(d for d in DISEASES if d in STAMPS and d not in unseen)
         self.example_transform = SyntheticAnomalies(
             self.lesion_diseases, config.anomaly_probability, config.texture_probability,
             config.structure_probability)
@@ -93,6 +100,7 @@ class DraemMethod(AnomalyMethod):
                                                max(config.epochs * steps_per_epoch, 1),
                                                alpha=FINAL_LEARNING_RATE_FRACTION)
         self._optimizer = optax.adam(schedule)
+        self._ema_decay = config.draem_ema_decay
         self._train_graph, self._eval_graph = graphdefs(lambda: self._draem(0))
 
     def _draem(self, seed: int) -> DRAEM:
@@ -102,11 +110,13 @@ class DraemMethod(AnomalyMethod):
 
     def init_state(self, seed: int) -> DraemState:
         params, rest = split_variables(self._draem(seed))
-        return DraemState(params, rest, self._optimizer.init(params))
+        return DraemState(params, rest, self._optimizer.init(params), params, rest)
 
     def draem(self, state: DraemState, *, train: bool = False) -> DRAEM:
-        graph = self._train_graph if train else self._eval_graph
-        return nnx.merge(graph, state.params, state.rest)
+        """The model to train (latest variables) or, by default, to evaluate (averaged)."""
+        if train:
+            return nnx.merge(self._train_graph, state.params, state.rest)
+        return nnx.merge(self._eval_graph, state.average_params, state.average_rest)
 
     def train_step(self, state: DraemState, batch: dict) -> tuple[DraemState, dict]:
         """batch: image (clean) and anomaly_image float32[B,S,S,3] in [-1,1], anomaly_mask
@@ -119,14 +129,22 @@ class DraemMethod(AnomalyMethod):
 
         (loss, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         updates, opt = self._optimizer.update(grads, state.opt)
-        new_state = DraemState(optax.apply_updates(state.params, updates),
-                               nnx.state(model, nnx.Not(nnx.Param)), opt)
+        params = optax.apply_updates(state.params, updates)
+        rest = nnx.state(model, nnx.Not(nnx.Param))
+        average_params, average_rest = jax.tree.map(
+            self._moving_average, (state.average_params, state.average_rest), (params, rest))
+        new_state = DraemState(params, rest, opt, average_params, average_rest)
         return new_state, {"loss": loss, **parts}
 
     def score_fold(self, trainer, state, fold, directory, write_files):
         predictions, metrics = super().score_fold(trainer, state, fold, directory, write_files)
         metrics["synthetic_lesions"] = list(self.lesion_diseases)
         return predictions, metrics
+
+    def _moving_average(self, average: jax.Array, latest: jax.Array) -> jax.Array:
+        if not jnp.issubdtype(latest.dtype, jnp.floating):
+            return latest
+        return self._ema_decay * average + (1 - self._ema_decay) * latest
 
     def anomaly_maps(self, state: DraemState, images: jax.Array) -> jax.Array:
         """float32[B,S,S,3] in [-1,1] -> the predicted anomaly probability, float32[B,S,S]."""

@@ -186,33 +186,47 @@ class Anomaly(Kind):
     def assign_split(self, examples: TaskExamples, spec: TaskSpec, config: RunConfig,
                      fold: int, dataset: Any = None) -> np.ndarray:
         """The anomaly split (config.anomaly_test_set), then, with held-out lesions
-        (`evaluated_heldout`), test keeps normals and images of only held-out diseases and
-        validation normals and images of none of them; the others become 'unused'."""
+        (`evaluated_heldout`), test keeps normals and images of only held-out diseases, and
+        validation normals and images of none of them, or of only the validation diseases
+        (`evaluated_validation`) when there are some; the others become 'unused'."""
         frame = examples.frame
         split = assign_anomaly_splits(frame["patient_id"].to_numpy(), frame["label"].to_numpy(),
                                       seed=config.seed, test_set=config.anomaly_test_set,
                                       test_fraction=config.test_fraction,
                                       val_fraction=config.val_fraction)
         heldout = evaluated_heldout(config, dataset)
-        if not heldout:
+        validation = evaluated_validation(config, dataset)
+        if not heldout and not validation:
             return split
         diseases = disease_matrix(frame, dataset.index)
-        columns = [DISEASES.index(d) for d in heldout]
-        has_heldout = diseases[:, columns].any(axis=1)
-        has_seen = np.delete(diseases, columns, axis=1).any(axis=1)
-        out_of_test = (split == TEST) & has_seen
-        out_of_val = (split == VAL) & has_heldout
+
+        def beyond(allowed: tuple[str, ...]) -> np.ndarray:
+            """Images with a disease outside `allowed`."""
+            return np.delete(diseases, [DISEASES.index(d) for d in allowed], axis=1).any(axis=1)
+
+        in_val = validation or tuple(d for d in DISEASES if d not in heldout)
+        out_of_test = (split == TEST) & beyond(heldout or DISEASES)
+        out_of_val = (split == VAL) & beyond(in_val)
         return np.where(out_of_test | out_of_val, "unused", split)
 
     def split_notes(self, config: RunConfig, dataset: Any) -> list[str]:
-        asked = heldout_diseases(config)
-        if not asked:
+        heldout, validation = heldout_diseases(config), validation_diseases(config)
+        if not heldout and not validation:
             return []
-        if not evaluated_heldout(config, dataset):
-            return [f"held-out lesions {', '.join(asked)}: the data are not the generator's "
-                    "(no lesion was painted), so every test image counts"]
-        return [f"held-out lesions: {', '.join(asked)} (never trained on); test: normals and "
-                "images of only these diseases; validation: normals and images of none of them"]
+        if not generated_data(dataset):
+            return [f"held-out lesions {', '.join(heldout + validation)}: the data are not the "
+                    "generator's (no lesion was painted), so every test and validation image "
+                    "counts"]
+        notes = []
+        if heldout:
+            notes.append(f"held-out lesions: {', '.join(heldout)} (never trained on); test: "
+                         "normals and images of only these diseases")
+        if validation:
+            notes.append(f"validation lesions: {', '.join(validation)} (never trained on); "
+                         "validation: normals and images of only these diseases")
+        else:
+            notes.append("validation: normals and images of none of the held-out diseases")
+        return notes
 
     def check_split(self, examples: TaskExamples, split: np.ndarray, fold: int) -> None:
         # The decision threshold is fitted on validation: it needs normal and anomalous images.
@@ -254,16 +268,40 @@ class Anomaly(Kind):
         return Prediction(file, score=score, anomalous=score >= threshold, threshold=threshold)
 
 
-def heldout_diseases(config: RunConfig) -> tuple[str, ...]:
-    """config.heldout_diseases ("AMD,RVO", "" or "none") as disease names in DISEASES order;
-    ConfigError naming a bad one."""
-    text = config.heldout_diseases.strip()
+def _disease_names(config: RunConfig, field: str) -> tuple[str, ...]:
+    """A comma-separated disease list of `config` ("AMD,RVO", "" or "none") as names in
+    DISEASES order; ConfigError naming a bad one."""
+    text = getattr(config, field).strip()
     names = [] if text.lower() == "none" else [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in DISEASES]
     if unknown:
-        raise ConfigError(f"heldout_diseases: {unknown[0]!r} is not a disease; choose from "
+        raise ConfigError(f"{field}: {unknown[0]!r} is not a disease; choose from "
                           f"{', '.join(DISEASES)}")
     return tuple(d for d in DISEASES if d in names)
+
+
+def heldout_diseases(config: RunConfig) -> tuple[str, ...]:
+    """config.heldout_diseases as disease names in DISEASES order; ConfigError naming a bad
+    one."""
+    return _disease_names(config, "heldout_diseases")
+
+
+def validation_diseases(config: RunConfig) -> tuple[str, ...]:
+    """config.validation_diseases as disease names in DISEASES order; ConfigError naming a
+    bad one or one that is also held out for the test."""
+    names = _disease_names(config, "validation_diseases")
+    both = [d for d in names if d in heldout_diseases(config)]
+    if both:
+        raise ConfigError(f"validation_diseases: {both[0]} is also in heldout_diseases; a "
+                          "disease is held out for validation or for the test, not both")
+    return names
+
+
+def untrained_diseases(config: RunConfig) -> tuple[str, ...]:
+    """The diseases whose lesions a detector never trains on: held out for the test or for
+    validation, in DISEASES order."""
+    unseen = heldout_diseases(config) + validation_diseases(config)
+    return tuple(d for d in DISEASES if d in unseen)
 
 
 def generated_data(dataset: Any) -> bool:
@@ -281,6 +319,13 @@ def evaluated_heldout(config: RunConfig, dataset: Any) -> tuple[str, ...]:
     config.heldout_diseases on the generator's data, none on real photographs."""
     heldout = heldout_diseases(config)
     return heldout if heldout and generated_data(dataset) else ()
+
+
+def evaluated_validation(config: RunConfig, dataset: Any) -> tuple[str, ...]:
+    """The diseases whose images alone (with normals) make up validation: those of
+    config.validation_diseases on the generator's data, none on real photographs."""
+    validation = validation_diseases(config)
+    return validation if validation and generated_data(dataset) else ()
 
 
 def disease_matrix(frame: pd.DataFrame, index: pd.DataFrame) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""The DRAEM method's pieces that need no training: its synthetic-anomaly transform (what the
-pipeline runs per training image) and which lesions it trains on."""
+"""The DRAEM method's pieces around the network: its synthetic-anomaly transform (what the
+pipeline runs per training image), which lesions it trains on, and the moving average of its
+weights that evaluation uses (one real training step)."""
 
 import pickle
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -73,3 +75,28 @@ def test_image_sizes_and_scores_it_cannot_use_are_refused():
     with pytest.raises(ConfigError, match="image_score = 'latent': draem scores images with "
                                           "mean, max, top-k"):
         make_method(spec, resolve_config("draem", "draem", "smoke", image_score="latent"))
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_evaluation_uses_the_moving_average_of_the_weights(photo, decay):
+    config = resolve_config("draem", "draem", "smoke", image_size=64, draem_features=2,
+                            draem_ema_decay=decay)
+    method = make_method(load_task("draem"), config)
+    painted = SyntheticAnomalies(("DR",), 1.0, 0.5)(photo, np.random.default_rng(0))
+    images = np.stack([photo, painted["anomaly_image"]]).astype(np.float32) / 127.5 - 1
+    batch = {"image": images[[0, 0]], "anomaly_image": images,
+             "anomaly_mask": np.stack([np.zeros_like(painted["anomaly_mask"]),
+                                       painted["anomaly_mask"]])}
+    before = method.init_state(0)
+    after, _ = jax.jit(method.train_step)(before, batch)
+    latest = jax.tree.leaves((after.params, after.rest))
+    average = jax.tree.leaves((after.average_params, after.average_rest))
+    start = jax.tree.leaves((before.params, before.rest))
+    assert any(not np.allclose(a, b) for a, b in zip(latest, start, strict=True))
+    for old, new, mean in zip(start, latest, average, strict=True):
+        np.testing.assert_allclose(mean, decay * old + (1 - decay) * new, rtol=1e-6, atol=1e-7)
+    # The evaluated model is the averaged one: with decay 0 exactly the latest weights.
+    maps = method.anomaly_maps(after, images)
+    unaveraged = after.replace(average_params=after.params, average_rest=after.rest)
+    same = np.allclose(maps, method.anomaly_maps(unaveraged, images))
+    assert same == (decay == 0.0)

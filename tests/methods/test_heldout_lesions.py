@@ -1,5 +1,6 @@
 """The held-out-lesion evaluation's split: on the generator's data, test keeps normals and images
-of only held-out diseases and validation none of them; on real photographs every image counts."""
+of only held-out diseases and validation none of them (or only the validation diseases); on real
+photographs every image counts."""
 
 import dataclasses
 
@@ -10,7 +11,13 @@ from jaxfundus.config import ConfigError, load_task, resolve_config
 from jaxfundus.data.datasets import open_dataset
 from jaxfundus.data.labels import DISEASES
 from jaxfundus.experiment import plan_folds
-from jaxfundus.methods.kinds import disease_matrix, evaluated_heldout, kind_of
+from jaxfundus.methods import make_method
+from jaxfundus.methods.kinds import (
+    disease_matrix,
+    evaluated_heldout,
+    evaluated_validation,
+    kind_of,
+)
 
 HELDOUT = ("AMD", "RVO", "Gla", "MH", "AO")
 
@@ -20,9 +27,9 @@ def dataset(tiny_data):
     return open_dataset(tiny_data.data_dir, 32, log=lambda _: None)
 
 
-def _fold(dataset, heldout):
+def _fold(dataset, heldout, validation=""):
     config = resolve_config("draem", "draem", "smoke", data_dir=str(dataset.data_dir),
-                            heldout_diseases=heldout)
+                            heldout_diseases=heldout, validation_diseases=validation)
     [fold] = plan_folds(load_task("draem"), config, dataset)
     return config, fold
 
@@ -33,7 +40,8 @@ def test_the_draem_task_holds_out_the_rare_diseases_by_default(dataset):
     assert evaluated_heldout(config, dataset) == HELDOUT
     assert kind_of(load_task("draem")).split_notes(config, dataset) == [
         "held-out lesions: AMD, RVO, Gla, MH, AO (never trained on); test: normals and images "
-        "of only these diseases; validation: normals and images of none of them"]
+        "of only these diseases", "validation: normals and images of none of the held-out "
+        "diseases"]
 
 
 def test_test_holds_only_heldout_diseases_and_validation_none(dataset):
@@ -64,7 +72,34 @@ def test_on_real_photographs_every_test_image_counts(dataset):
     assert evaluated_heldout(config, real) == ()
     assert np.array_equal(fold.split, everything.split)
     [note] = kind_of(load_task("draem")).split_notes(config, real)
-    assert "not the generator's" in note and "every test image counts" in note
+    assert "not the generator's" in note and "every test and validation image counts" in note
+    config, fold = _fold(real, ",".join(HELDOUT), "DR,DM")
+    assert evaluated_validation(config, real) == ()
+    assert np.array_equal(fold.split, everything.split)
+
+
+def test_validation_diseases_make_up_validation_and_are_never_trained_on(dataset):
+    _, heldout = _fold(dataset, ",".join(HELDOUT))
+    config, fold = _fold(dataset, ",".join(HELDOUT), "DM,DR")
+    assert evaluated_validation(config, dataset) == ("DR", "DM")
+    diseases = disease_matrix(fold.examples.frame, dataset.index)
+    others = np.delete(diseases, [DISEASES.index("DR"), DISEASES.index("DM")], axis=1).any(1)
+    val = fold.split == "val"
+    assert not others[val].any() and diseases[val].any() and (diseases[val].sum(1) == 0).any()
+    # Test and training are those of the held-out split; only validation lost images.
+    assert np.array_equal(fold.split == "test", heldout.split == "test")
+    assert np.array_equal(fold.split == "train", heldout.split == "train")
+    assert (fold.split[fold.split != heldout.split] == "unused").all()
+    assert kind_of(load_task("draem")).split_notes(config, dataset)[1] == (
+        "validation lesions: DR, DM (never trained on); validation: normals and images of only "
+        "these diseases")
+    method = make_method(load_task("draem"), config)
+    assert method.lesion_diseases == ("RD", "RP")
+
+
+def test_a_disease_held_out_for_both_is_refused(dataset):
+    with pytest.raises(ConfigError, match="validation_diseases: AMD is also in heldout_diseases"):
+        _fold(dataset, "AMD,RVO", "AMD")
 
 
 def test_a_misspelt_disease_is_refused_naming_it(dataset):

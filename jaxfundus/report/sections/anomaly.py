@@ -37,6 +37,7 @@ def detectors(report: ReportData) -> str:
                 "pixel AUROC (images)": _pixel(metrics),
                 "trained with lesions of": _names(metrics.get("synthetic_lesions")),
                 "held-out diseases (tested)": _names(metrics.get("heldout_diseases")),
+                "validation diseases": _names(metrics.get("validation_diseases")),
                 "AUROC per disease": ", ".join(
                     f"{name} {_number(value)}"
                     for name, value in (metrics.get("auroc_per_disease") or {}).items())
