@@ -5,9 +5,8 @@ painted in on the host (`SyntheticAnomalies`, around jaxfundus.synthetic.anomali
 a Perlin-shaped foreign texture (config.texture_probability), a change of existing structure
 (config.structure_probability) or the lesion stamps of one of the diseases it may train on,
 which are all stamped diseases but those held out (config.heldout_diseases and
-config.validation_diseases). The
-network learns to give back the clean picture and to segment what was painted; its predicted
-anomaly map, pooled, scores an image.
+config.validation_diseases). The network learns to give back the clean picture and to segment
+what was painted; its predicted anomaly map, pooled, scores an image.
 """
 
 from __future__ import annotations
