@@ -54,6 +54,14 @@ class SyntheticAnomalies:
         return {"anomaly_image": painted, "anomaly_mask": mask}
 
 
+def moving_average(average: jax.Array, latest: jax.Array, decay: float) -> jax.Array:
+    """decay * average + (1 - decay) * latest for floating-point arrays (exactly `latest` at
+    decay 0); integer ones (counters) are taken from `latest`."""
+    if not jnp.issubdtype(latest.dtype, jnp.floating):
+        return latest
+    return decay * average + (1 - decay) * latest
+
+
 @struct.dataclass
 class DraemState:
     """Training variables (`params`, `rest`: BatchNorm statistics), Adam's state, and their
@@ -131,7 +139,8 @@ class DraemMethod(AnomalyMethod):
         params = optax.apply_updates(state.params, updates)
         rest = nnx.state(model, nnx.Not(nnx.Param))
         average_params, average_rest = jax.tree.map(
-            self._moving_average, (state.average_params, state.average_rest), (params, rest))
+            lambda average, latest: moving_average(average, latest, self._ema_decay),
+            (state.average_params, state.average_rest), (params, rest))
         new_state = DraemState(params, rest, opt, average_params, average_rest)
         return new_state, {"loss": loss, **parts}
 
@@ -139,11 +148,6 @@ class DraemMethod(AnomalyMethod):
         predictions, metrics = super().score_fold(trainer, state, fold, directory, write_files)
         metrics["synthetic_lesions"] = list(self.lesion_diseases)
         return predictions, metrics
-
-    def _moving_average(self, average: jax.Array, latest: jax.Array) -> jax.Array:
-        if not jnp.issubdtype(latest.dtype, jnp.floating):
-            return latest
-        return self._ema_decay * average + (1 - self._ema_decay) * latest
 
     def anomaly_maps(self, state: DraemState, images: jax.Array) -> jax.Array:
         """float32[B,S,S,3] in [-1,1] -> the predicted anomaly probability, float32[B,S,S]."""
