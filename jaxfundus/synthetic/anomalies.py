@@ -676,7 +676,7 @@ def paint_structure(image: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     if kind != 0:
         retina.rgb = _retone(retina, centre, radius, rng)
     out = np.clip(np.rint(retina.rgb * 255), 0, 255).astype(np.uint8)
-    visible = np.abs(out.astype(np.int16) - image).max(-1) >= STRUCTURE_TOLERANCE
+    visible = _channel_max(cv2.absdiff(out, image)) >= STRUCTURE_TOLERANCE
     out = np.where((visible & retina.fov)[..., None], out, image)
     return out, changed_pixels(image, out)
 
