@@ -1,18 +1,26 @@
 """The DRAEM task end to end on the tiny synthetic data: trained through the shared loop, its
-results contract, `invoke predict` (score, decision, anomaly-map PNG) and `invoke eval`."""
+results contract, `invoke predict` (score, decision, anomaly-map PNG), `invoke eval`, and a run
+killed mid-training that resumes to the same predictions. One file, so that one test process
+trains conftest's draem_run (the resume test's uninterrupted reference) and compiles its
+programs once."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import kill_after_checkpoint
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from jaxfundus import commands
+from jaxfundus import commands, runs
 from jaxfundus.data.labels import DISEASES
 from jaxfundus.predict import Predictor
 from jaxfundus.report import write_report
@@ -90,3 +98,37 @@ def test_report_shows_the_image_score_localisation_and_heldout_aurocs(draem_run,
              f"{metrics['pixel_auroc']:.3f} ({metrics['n_localisation_images']})",
              "DR, RD, RP, DM", "AMD, RVO, Gla, MH, AO", "-", per_disease]
     assert "".join(f"<td>{cell}</td>" for cell in cells) in section
+
+
+KILLED_AT_STEP = 4  # mid-epoch 2 of 3
+# The settings of conftest's draem_run, plus a checkpoint every 2 steps; the killed child
+# SIGKILLs itself once its step-4 checkpoint is on disk, so every run resumes from that state.
+TRAIN_CODE = textwrap.dedent("""
+    import sys
+    from jaxfundus import commands
+    {before}
+    commands.train(task="draem", preset="smoke", epochs=3, data_dir=sys.argv[1],
+                   workdir=sys.argv[2], checkpoint_every_steps=2,
+                   log=lambda line: print(line, flush=True))
+""")
+
+
+def _train(data_dir, workdir, before: str = "") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", TRAIN_CODE.format(before=before), str(data_dir),
+               str(workdir)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def test_killed_draem_run_resumes_to_identical_predictions(draem_run, tiny_data, tmp_path):
+    """Fresh processes, real checkpoints: the synthetic anomalies are seeded by (seed, epoch,
+    position), so the resumed run paints exactly what the first one would have."""
+    fold = runs.fold_directory(tmp_path, "draem", "draem", 0)
+    killed = _train(tiny_data.data_dir, tmp_path, kill_after_checkpoint(KILLED_AT_STEP))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    saved = sorted(int(p.name) for p in (fold / runs.CHECKPOINTS).iterdir() if p.name.isdigit())
+    assert saved[-1] == KILLED_AT_STEP and not (fold / runs.METRICS).exists()
+    resumed = _train(tiny_data.data_dir, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from checkpoint at step {KILLED_AT_STEP}" in resumed.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(fold / runs.PREDICTIONS),
+                                  pd.read_csv(draem_run.fold / runs.PREDICTIONS))
