@@ -93,6 +93,26 @@ def data(c, source, data_dir, image_size=256, strict=False, crop="none"):
                           strict=strict, crop=crop)
 
 
+@task(help={
+    "out": "the directory to write (data.csv, img/, masks/); a previous synthetic one is replaced",
+    "seed": "0 (default) is the embedded default data; any other seed an independent replicate",
+    "scale": "fraction of TOP's 13,047 images (default 0.1: about 1,400)",
+    "style": "optos (ultra-widefield pseudo-colour, default) | colour (45-degree photograph)",
+    "width": "image width in px (default 512)", "height": "image height in px (default 384)",
+    "severity": "multiplies every lesion's severity (default 1; 0 draws none)",
+    "min-images-per-class": "each single-label group keeps at least this many images (40)",
+})
+@_entry_point
+def synthesize(c, out, seed=0, scale=0.1, style="optos", width=512, height=384, severity=1.0,
+               min_images_per_class=40):
+    """Write a synthetic TOP-layout dataset from the fundus generator (then `invoke data`)."""
+    from jaxfundus import commands
+
+    commands.synthesize(out=out, seed=int(seed), scale=float(scale), style=style,
+                        width=int(width), height=int(height), severity=float(severity),
+                        min_images_per_class=int(min_images_per_class))
+
+
 @task(help={"source": "a TOP-layout directory (default: the synthetic data)",
             "out": "output folder (default WORKDIR/eda)", "workdir": "default runs"})
 @_entry_point
