@@ -145,13 +145,13 @@ def test_a_value_from_a_file_names_where_it_came_from():
 def test_a_task_file_sets_run_settings_that_the_command_line_overrides():
     assert load_task("draem").settings["heldout_diseases"] == "AMD,RVO,Gla,MH,AO"
     config = resolve_config("draem", None, "cpu")
-    assert (config.image_score, config.image_score_k, config.heldout_diseases) == (
-        "top-k", 5.0, "AMD,RVO,Gla,MH,AO")
+    assert (config.image_score, config.image_score_sigma, config.heldout_diseases) == (
+        "max", 4.0, "AMD,RVO,Gla,MH,AO")
     assert config.image_size == 64  # the preset still sizes the run
     overridden = resolve_config("draem", None, "cpu", **parse_settings(
-        ["image_score=max", "image_score_k=2", "heldout_diseases=none"]))
-    assert (overridden.image_score, overridden.image_score_k, overridden.heldout_diseases) == (
-        "max", 2.0, "none")
+        ["image_score=top-k", "image_score_sigma=2", "heldout_diseases=none"]))
+    assert (overridden.image_score, overridden.image_score_sigma, overridden.heldout_diseases) == (
+        "top-k", 2.0, "none")
     # A task without settings keeps the field defaults.
     assert resolve_config("binary", None, "cpu").image_score == "mean"
 
