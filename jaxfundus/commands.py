@@ -160,18 +160,15 @@ def _log_some(lines: list[str], log: Log, limit: int = 20) -> None:
         log(f"  ... and {len(lines) - limit} more")
 
 
-def synthesize(*, out: str, seed: int = 0, scale: float = 0.1, style: str = "optos",
-               width: int = 512, height: int = 384, severity: float = 1.0,
-               min_images_per_class: int = 40, log: Log = print) -> dict:
+def synthesize(*, out: str, seed: int = 0, log: Log = print, **options) -> dict:
     """Write a synthetic TOP-layout directory (data.csv, img/, lesion masks/) into `out` and
-    return its summary. The defaults give the embedded default data (seed 0); another seed is
-    an independent replicate: new patients, eyes and lesions from the same generator."""
+    return its summary. `options` are jaxfundus.synthetic.generate's (scale, style, width,
+    height, severity, min_images_per_class); its defaults with seed 0 give the embedded default
+    data, another seed an independent replicate: new patients, eyes and lesions."""
     from jaxfundus import synthetic
 
     try:
-        summary = synthetic.generate(out, seed=seed, scale=scale, style=style, width=width,
-                                     height=height, severity=severity,
-                                     min_images_per_class=min_images_per_class, masks=True)
+        summary = synthetic.generate(out, seed=seed, masks=True, **options)
     except (ValueError, FileExistsError) as error:
         raise ConfigError(f"synthesize: {error}") from None
     log(f"wrote {summary['n_images']} synthetic images of {summary['n_patients']} patients "
