@@ -105,7 +105,9 @@ class RunConfig:
     heldout_diseases: str = ""
     # Diseases whose lesions a detector never trains on either, and whose images alone (with
     # normals) make up validation on the generator's data: checkpoint and threshold are then
-    # chosen on lesion types the detector has not seen, as the held-out test grades it.
+    # chosen on lesion types the detector has not seen, as the held-out test grades it. It may
+    # name held-out diseases: validation then holds other patients' images of them, as
+    # validation on real photographs holds real diseases.
     validation_diseases: str = ""
     # Synthetic anomalies (DRAEM): the share of training images that get one, and the shares
     # of those that get a texture and a change of existing structure (swelling, shrinking,

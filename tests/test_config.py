@@ -146,7 +146,7 @@ def test_a_task_file_sets_run_settings_that_the_command_line_overrides():
     assert load_task("draem").settings["heldout_diseases"] == "AMD,RVO,Gla,MH,AO"
     config = resolve_config("draem", None, "cpu")
     assert (config.image_score, config.image_score_sigma, config.heldout_diseases) == (
-        "max", 4.0, "AMD,RVO,Gla,MH,AO")
+        "max", 1.0, "AMD,RVO,Gla,MH,AO")
     assert config.image_size == 64  # the preset still sizes the run
     overridden = resolve_config("draem", None, "cpu", **parse_settings(
         ["image_score=top-k", "image_score_sigma=2", "heldout_diseases=none"]))

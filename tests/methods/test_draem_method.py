@@ -62,9 +62,11 @@ def test_draem_trains_on_every_stamp_but_the_heldout_diseases():
     spec = load_task("draem")
     method = make_method(spec, resolve_config("draem", "draem", "smoke"))
     assert method.lesion_diseases == ("DR", "RD", "RP", "DM")
-    assert method.example_transform == SyntheticAnomalies(("DR", "RD", "RP", "DM"), 0.5, 0.5)
+    assert method.example_transform == SyntheticAnomalies(("DR", "RD", "RP", "DM"), 0.5, 0.35,
+                                                          0.3)
     everything = make_method(spec, resolve_config("draem", "draem", "smoke",
-                                                  heldout_diseases="none"))
+                                                  heldout_diseases="none",
+                                                  validation_diseases="none"))
     assert everything.lesion_diseases == ("AMD", "RVO", "MH", "DR", "RD", "RP", "AO", "DM")
 
 

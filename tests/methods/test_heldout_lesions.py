@@ -27,7 +27,7 @@ def dataset(tiny_data):
     return open_dataset(tiny_data.data_dir, 32, log=lambda _: None)
 
 
-def _fold(dataset, heldout, validation=""):
+def _fold(dataset, heldout, validation=None):
     config = resolve_config("draem", "draem", "smoke", data_dir=str(dataset.data_dir),
                             heldout_diseases=heldout, validation_diseases=validation)
     [fold] = plan_folds(load_task("draem"), config, dataset)
@@ -37,16 +37,18 @@ def _fold(dataset, heldout, validation=""):
 def test_the_draem_task_holds_out_the_rare_diseases_by_default(dataset):
     config, _ = _fold(dataset, None)
     assert config.heldout_diseases == ",".join(HELDOUT)
+    assert config.validation_diseases == ",".join(HELDOUT)
     assert evaluated_heldout(config, dataset) == HELDOUT
+    assert evaluated_validation(config, dataset) == HELDOUT
     assert kind_of(load_task("draem")).split_notes(config, dataset) == [
         "held-out lesions: AMD, RVO, Gla, MH, AO (never trained on); test: normals and images "
-        "of only these diseases", "validation: normals and images of none of the held-out "
-        "diseases"]
+        "of only these diseases", "validation lesions: AMD, RVO, Gla, MH, AO (never trained "
+        "on); validation: normals and images of only these diseases"]
 
 
 def test_test_holds_only_heldout_diseases_and_validation_none(dataset):
-    _, everything = _fold(dataset, "none")
-    _, heldout = _fold(dataset, ",".join(HELDOUT))
+    _, everything = _fold(dataset, "none", "none")
+    _, heldout = _fold(dataset, ",".join(HELDOUT), "none")
     diseases = disease_matrix(heldout.examples.frame, dataset.index)
     columns = [DISEASES.index(d) for d in HELDOUT]
     has_heldout = diseases[:, columns].any(1)
@@ -79,7 +81,7 @@ def test_on_real_photographs_every_test_image_counts(dataset):
 
 
 def test_validation_diseases_make_up_validation_and_are_never_trained_on(dataset):
-    _, heldout = _fold(dataset, ",".join(HELDOUT))
+    _, heldout = _fold(dataset, ",".join(HELDOUT), "none")
     config, fold = _fold(dataset, ",".join(HELDOUT), "DM,DR")
     assert evaluated_validation(config, dataset) == ("DR", "DM")
     diseases = disease_matrix(fold.examples.frame, dataset.index)
@@ -97,9 +99,23 @@ def test_validation_diseases_make_up_validation_and_are_never_trained_on(dataset
     assert method.lesion_diseases == ("RD", "RP")
 
 
-def test_a_disease_held_out_for_both_is_refused(dataset):
-    with pytest.raises(ConfigError, match="validation_diseases: AMD is also in heldout_diseases"):
-        _fold(dataset, "AMD,RVO", "AMD")
+def test_validation_may_hold_the_heldout_diseases_of_other_patients(dataset):
+    _, heldout = _fold(dataset, ",".join(HELDOUT), "none")
+    config, fold = _fold(dataset, ",".join(HELDOUT), ",".join(HELDOUT))
+    diseases = disease_matrix(fold.examples.frame, dataset.index)
+    columns = [DISEASES.index(d) for d in HELDOUT]
+    has_seen = np.delete(diseases, columns, axis=1).any(1)
+    val, test = fold.split == "val", fold.split == "test"
+    # Validation: normals and images of only held-out diseases, as the test, from other patients.
+    assert diseases[val][:, columns].any() and (diseases[val].sum(1) == 0).any()
+    assert not has_seen[val].any()
+    patients = fold.examples.frame["patient_id"].to_numpy()
+    assert not set(patients[val]) & set(patients[test])
+    # Test and training are those of the held-out split; the stamps trained on are unchanged.
+    assert np.array_equal(test, heldout.split == "test")
+    assert np.array_equal(fold.split == "train", heldout.split == "train")
+    method = make_method(load_task("draem"), config)
+    assert method.lesion_diseases == ("DR", "RD", "RP", "DM")
 
 
 def test_a_misspelt_disease_is_refused_naming_it(dataset):

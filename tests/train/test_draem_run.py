@@ -36,7 +36,8 @@ def test_metrics_hold_the_heldout_evaluation(draem_run, tiny_data):
     assert {"train_loss", "train_reconstruction", "train_focal", "val_auroc"} <= set(history)
     assert metrics["heldout_diseases"] == ["AMD", "RVO", "Gla", "MH", "AO"]
     assert metrics["synthetic_lesions"] == ["DR", "RD", "RP", "DM"]
-    assert (metrics["image_score"], metrics["image_score_sigma"]) == ("max", 4.0)
+    assert metrics["validation_diseases"] == ["AMD", "RVO", "Gla", "MH", "AO"]
+    assert (metrics["image_score"], metrics["image_score_sigma"]) == ("max", 1.0)
     assert metrics["auroc"] == pytest.approx(roc_auc_score(predictions.label, predictions.score))
     assert 0 <= metrics["pixel_auroc"] <= 1 and metrics["n_localisation_images"] > 0
     # Per disease: normals against the test images that have it, as scikit-learn counts it.
@@ -93,10 +94,11 @@ def test_report_shows_the_image_score_localisation_and_heldout_aurocs(draem_run,
     section = page.split('<section id="anomaly">', 1)[1].split("</section>", 1)[0]
     per_disease = ", ".join(f"{name} {value:.3f}"
                             for name, value in metrics["auroc_per_disease"].items())
-    cells = ["draem / draem", "0", "patients", "max of the map, sigma 4 px",
+    cells = ["draem / draem", "0", "patients", "max of the map, sigma 1 px",
              f"{metrics['auroc']:.3f}",
              f"{metrics['pixel_auroc']:.3f} ({metrics['n_localisation_images']})",
-             "DR, RD, RP, DM", "AMD, RVO, Gla, MH, AO", "-", per_disease]
+             "DR, RD, RP, DM", "AMD, RVO, Gla, MH, AO", "AMD, RVO, Gla, MH, AO",
+             per_disease]
     assert "".join(f"<td>{cell}</td>" for cell in cells) in section
 
 
