@@ -75,6 +75,8 @@ def test_on_real_photographs_every_test_image_counts(dataset):
     assert np.array_equal(fold.split, everything.split)
     [note] = kind_of(load_task("draem")).split_notes(config, real)
     assert "not the generator's" in note and "every test and validation image counts" in note
+    # The default names the held-out diseases for validation too: each is listed once.
+    assert note.startswith("held-out lesions AMD, RVO, Gla, MH, AO: ")
     config, fold = _fold(real, ",".join(HELDOUT), "DR,DM")
     assert evaluated_validation(config, real) == ()
     assert np.array_equal(fold.split, everything.split)
