@@ -3,6 +3,8 @@ data` prepares and the held-out-lesion evaluation recognises as the generator's.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -52,3 +54,17 @@ def test_bad_settings_and_real_data_folders_are_one_line_errors(tmp_path):
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert f"out_dir {real} is not empty" in result.stderr
     assert (real / "data.csv").read_text() == "filename,ID\n"
+
+
+def test_the_command_line_defaults_are_the_generators():
+    """tasks.py spells the defaults out (invoke shows and types flags by them); they must stay
+    the generator's, or a plain `invoke synthesize --seed=0` would not be the default data."""
+    spec = importlib.util.spec_from_file_location("tasks", REPO / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    flags = inspect.signature(tasks.synthesize.body).parameters
+    generator = inspect.signature(synthetic.generate).parameters
+    shared = set(flags) & set(generator)
+    assert shared == {"seed", "scale", "style", "width", "height", "severity",
+                      "min_images_per_class"}
+    assert {n: flags[n].default for n in shared} == {n: generator[n].default for n in shared}
